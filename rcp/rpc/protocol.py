@@ -1,0 +1,552 @@
+"""
+msgpack-rpc over one stream connection, both ways: I/O only.
+
+L{RpcProtocol} turns bytes into calls of L{MethodRegistry} handlers and
+L{RpcProtocol.call} into bytes; it knows nothing about what the methods mean
+or about the start-up of a link.  It defends itself: broken input, a silent
+or slow peer and a peer that stops reading all end in an error response or
+in closing this one connection, never in an exception that reaches the
+reactor or in a caller that waits forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import wire
+from .methods import MethodRegistry
+
+
+class RpcError(Exception):
+    """Base of the errors a call's Deferred fails with."""
+
+
+class RemoteError(RpcError):
+    """
+    The peer answered with an error.
+
+    @ivar error: the error value exactly as sent (rpclib sends a string, any
+        msgpack value is allowed).
+    """
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(error)
+        self.error = error
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+class CallTimeout(RpcError):
+    """No response arrived within the call's timeout."""
+
+
+class NotConnected(RpcError):
+    """The connection is closed; nothing was sent."""
+
+
+class EncodeError(RpcError):
+    """A parameter has no msgpack form; nothing was sent."""
+
+
+class HandlerError(Exception):
+    """
+    Raise this from a handler to answer with C{error} exactly as given,
+    instead of rpclib's "threw an exception" text.
+    """
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class RpcLimits:
+    """
+    How much one connection may cost, and how long its peer may take.
+
+    @ivar maxMessageSize: bytes; a larger incoming message ends the
+        connection.
+    @ivar callTimeout: seconds a call waits for its response by default;
+        L{None}: no default timeout.
+    @ivar frameTimeout: seconds a started message may take to arrive
+        completely (a peer sending a byte a minute).
+    @ivar writeStallTimeout: seconds the peer may leave our responses
+        unread while they pile up.
+    @ivar maxConcurrentRequests: incoming requests being handled at once;
+        beyond it, reading from this peer pauses.
+    @ivar abandonedMemory: how many timed-out or cancelled msgids are
+        remembered, so their late responses are dropped quietly.
+    """
+
+    maxMessageSize: int = wire.DEFAULT_MAX_MESSAGE_SIZE
+    callTimeout: float | None = 30.0
+    frameTimeout: float = 30.0
+    writeStallTimeout: float = 60.0
+    maxConcurrentRequests: int = 256
+    abandonedMemory: int = 4096
+
+
+_DEFAULT: Any = object()
+
+
+def describePeer(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True)
+class _Pending:
+    method: str
+    deferred: Deferred[Any]
+    timer: IDelayedCall | None
+
+
+@implementer(IPushProducer)
+class RpcProtocol(Protocol):
+    """
+    One msgpack-rpc connection; either side may call the other.
+
+    @param clock: time source for timeouts.
+    @param methods: what the peer may call here.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        methods: MethodRegistry | None = None,
+        limits: RpcLimits = RpcLimits(),
+        onConnect: Callable[[RpcProtocol], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.methods = methods if methods is not None else MethodRegistry()
+        self.limits = limits
+        self._onConnect = onConnect
+        self.peer = "(not connected)"
+        self.connected = False
+        self._framer = wire.Framer(limits.maxMessageSize)
+        self._nextMsgid = 1
+        self._pending: dict[int, _Pending] = {}
+        self._abandoned: dict[int, None] = {}
+        self._inflight = 0
+        self._pausedFor: set[str] = set()
+        self._frameTimer: IDelayedCall | None = None
+        self._stallTimer: IDelayedCall | None = None
+        self._closing = False
+        self._lostWaiters: list[Deferred[Failure]] = []
+
+    # -- IProtocol ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.connected = True
+        self.peer = describePeer(self.transport.getPeer())
+        # The transport tells us when the peer stops reading our writes.
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        if self._onConnect is not None:
+            self._onConnect(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            frames = self._framer.feed(data)
+        except wire.FramingError as e:
+            self._violation(str(e))
+            return
+        for frame in frames:
+            try:
+                message = wire.decode(frame)
+            except wire.BadMessage as e:
+                self._badMessage(e)
+            else:
+                if type(message) is wire.Request:
+                    self._handleRequest(message)
+                elif type(message) is wire.Response:
+                    self._handleResponse(message)
+                else:
+                    self._handleNotification(message)  # type: ignore[arg-type]
+            if self._closing:
+                return
+        self._watchPartialFrame(progress=bool(frames))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        self._closing = True
+        for timer in (self._frameTimer, self._stallTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._frameTimer = self._stallTimer = None
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            if p.timer is not None and p.timer.active():
+                p.timer.cancel()
+            p.deferred.errback(reason)
+        waiters, self._lostWaiters = self._lostWaiters, []
+        for d in waiters:
+            d.callback(reason)
+
+    # -- IPushProducer: the transport's write buffer -------------------------
+
+    def pauseProducing(self) -> None:
+        # Our writes pile up: the peer is not reading.  Stop reading its
+        # requests (so we make no more answers) and give it a deadline.
+        self._pauseReading("write")
+        if self._stallTimer is None:
+            self._stallTimer = self.clock.callLater(
+                self.limits.writeStallTimeout, self._writeStalled
+            )
+
+    def resumeProducing(self) -> None:
+        if self._stallTimer is not None:
+            if self._stallTimer.active():
+                self._stallTimer.cancel()
+            self._stallTimer = None
+        self._resumeReading("write")
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- public API ---------------------------------------------------------
+
+    def call(self, method: str, *params: Any, timeout: float | None = _DEFAULT) -> Deferred[Any]:
+        """
+        Call C{method} on the peer.
+
+        @param timeout: seconds to wait for the response; the default is
+            L{RpcLimits.callTimeout}, L{None} waits as long as the
+            connection lasts.
+        @return: a Deferred that fires with the result, or fails with
+            L{RemoteError}, L{CallTimeout}, L{NotConnected},
+            L{EncodeError} or the reason the connection was lost.
+            Cancelling it abandons the call.
+        """
+        if not self.connected or self._closing:
+            return _failed(NotConnected(f"cannot call {method}: not connected"))
+        msgid = self._allocateMsgid()
+        try:
+            data = wire.encodeRequest(msgid, method, list(params))
+        except (TypeError, ValueError, OverflowError) as e:
+            return _failed(EncodeError(f"cannot encode the params of {method}: {e}"))
+        d: Deferred[Any] = Deferred(lambda _: self._abandon(msgid))
+        if timeout is _DEFAULT:
+            timeout = self.limits.callTimeout
+        timer = (
+            None
+            if timeout is None
+            else self.clock.callLater(timeout, self._timedOut, msgid, timeout)
+        )
+        self._pending[msgid] = _Pending(method, d, timer)
+        self._write(data)
+        return d
+
+    def notify(self, method: str, *params: Any) -> None:
+        """
+        Send a notification (no response).
+
+        @raise NotConnected: the connection is closed.
+        @raise EncodeError: a parameter has no msgpack form.
+        """
+        if not self.connected or self._closing:
+            raise NotConnected(f"cannot notify {method}: not connected")
+        try:
+            data = wire.encodeNotification(method, list(params))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise EncodeError(f"cannot encode the params of {method}: {e}") from None
+        self._write(data)
+
+    def whenDisconnected(self) -> Deferred[Failure]:
+        """A new Deferred that fires with the reason when the connection is lost."""
+        d: Deferred[Failure] = Deferred()
+        if self._closing and not self.connected:
+            d.callback(Failure(NotConnected("not connected")))
+        else:
+            self._lostWaiters.append(d)
+        return d
+
+    def disconnect(self) -> None:
+        """Close the connection after what is written so far."""
+        if self.transport is not None and not self._closing:
+            self._closing = True
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Close the connection at once, dropping unsent data."""
+        self._closing = True
+        if self.transport is not None:
+            abort = getattr(self.transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+            else:
+                self.transport.loseConnection()
+
+    @property
+    def pendingCalls(self) -> int:
+        return len(self._pending)
+
+    # -- incoming messages --------------------------------------------------
+
+    def _handleRequest(self, request: wire.Request) -> None:
+        msgid, name, params = request.msgid, request.method, request.params
+        method = self.methods.get(name)
+        if method is None:
+            self._respond(msgid, wire.noSuchFunction(name, len(params)), None)
+            return
+        if not method.accepts(len(params)):
+            self._respond(msgid, wire.wrongArgumentCount(name, method.minArgs, len(params)), None)
+            return
+        self._inflight += 1
+        if self._inflight >= self.limits.maxConcurrentRequests:
+            self._pauseReading("inflight")
+        d = maybeDeferred(method.handler, *params)
+        d.addCallbacks(
+            self._answered,
+            self._handlerFailed,
+            callbackArgs=(msgid, name, len(params)),
+            errbackArgs=(msgid, name, len(params)),
+        )
+
+    def _answered(self, result: Any, msgid: int, name: str, argc: int) -> None:
+        self._requestDone()
+        try:
+            data = wire.encodeResponse(msgid, None, result)
+        except (TypeError, ValueError, OverflowError) as e:
+            self.log.error(
+                "{peer}: result of {method} cannot be encoded: {error}",
+                peer=self.peer,
+                method=name,
+                error=str(e),
+            )
+            data = wire.encodeResponse(
+                msgid, wire.handlerFailed(name, argc, f"result cannot be encoded: {e}"), None
+            )
+        self._write(data)
+
+    def _handlerFailed(self, failure: Failure, msgid: int, name: str, argc: int) -> None:
+        self._requestDone()
+        if failure.check(HandlerError):
+            error = failure.value.error  # type: ignore[union-attr]
+        else:
+            self.log.failure(
+                "{peer}: {method} with {argc} arg(s) failed",
+                failure,
+                peer=self.peer,
+                method=name,
+                argc=argc,
+            )
+            error = wire.handlerFailed(name, argc, _exceptionText(failure))
+        try:
+            data = wire.encodeResponse(msgid, error, None)
+        except (TypeError, ValueError, OverflowError):
+            data = wire.encodeResponse(msgid, wire.handlerFailed(name, argc, repr(error)), None)
+        self._write(data)
+
+    def _requestDone(self) -> None:
+        self._inflight -= 1
+        if self._inflight < self.limits.maxConcurrentRequests:
+            self._resumeReading("inflight")
+
+    def _handleResponse(self, response: wire.Response) -> None:
+        pending = self._pending.pop(response.msgid, None)
+        if pending is None:
+            if self._abandoned.pop(response.msgid, False) is None:
+                self.log.debug(
+                    "{peer}: late response to abandoned call {msgid} dropped",
+                    peer=self.peer,
+                    msgid=response.msgid,
+                )
+                return
+            self._violation(f"response to msgid {response.msgid}, which was never sent")
+            return
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        if response.error is None:
+            pending.deferred.callback(response.result)
+        else:
+            pending.deferred.errback(RemoteError(response.error))
+
+    def _handleNotification(self, notification: wire.Notification) -> None:
+        name, params = notification.method, notification.params
+        method = self.methods.get(name)
+        if method is None or not method.accepts(len(params)):
+            self.log.warn(
+                "{peer}: ignored notification {method} with {argc} arg(s): no such method",
+                peer=self.peer,
+                method=name,
+                argc=len(params),
+            )
+            return
+        d = maybeDeferred(method.handler, *params)
+        d.addErrback(
+            lambda f: self.log.failure(
+                "{peer}: notification {method} failed", f, peer=self.peer, method=name
+            )
+        )
+
+    def _badMessage(self, e: wire.BadMessage) -> None:
+        if e.msgid is None:
+            self._violation(e.problem)
+            return
+        self.log.warn(
+            "{peer}: malformed request {msgid} answered with an error: {problem}",
+            peer=self.peer,
+            msgid=e.msgid,
+            problem=e.problem,
+        )
+        self._respond(e.msgid, f"rcp: malformed request: {e.problem}", None)
+
+    # -- time and flow ------------------------------------------------------
+
+    def _watchPartialFrame(self, progress: bool) -> None:
+        if self._framer.pending == 0:
+            if self._frameTimer is not None:
+                self._frameTimer.cancel()
+                self._frameTimer = None
+            return
+        if progress and self._frameTimer is not None:
+            self._frameTimer.reset(self.limits.frameTimeout)
+        elif self._frameTimer is None:
+            self._frameTimer = self.clock.callLater(self.limits.frameTimeout, self._frameTimedOut)
+
+    def _frameTimedOut(self) -> None:
+        self._frameTimer = None
+        self._violation(
+            f"a message stayed incomplete for {self.limits.frameTimeout:g} s"
+            f" ({self._framer.pending} bytes received)"
+        )
+
+    def _writeStalled(self) -> None:
+        self._stallTimer = None
+        self.log.warn(
+            "{peer}: peer has not read our data for {timeout} s; closing the connection",
+            peer=self.peer,
+            timeout=self.limits.writeStallTimeout,
+        )
+        self.abort()
+
+    def _pauseReading(self, reason: str) -> None:
+        if not self._pausedFor and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self._pausedFor.add(reason)
+
+    def _resumeReading(self, reason: str) -> None:
+        if reason not in self._pausedFor:
+            return
+        self._pausedFor.discard(reason)
+        if not self._pausedFor and self.transport is not None and not self._closing:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _timedOut(self, msgid: int, timeout: float) -> None:
+        pending = self._pending.pop(msgid, None)
+        if pending is None:
+            return
+        pending.timer = None
+        self._remember(msgid)
+        pending.deferred.errback(
+            CallTimeout(f"{pending.method}: no response from {self.peer} within {timeout:g} s")
+        )
+
+    def _abandon(self, msgid: int) -> None:
+        # Deferred canceller: the caller gave up on this call.
+        pending = self._pending.pop(msgid, None)
+        if pending is not None:
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+            self._remember(msgid)
+
+    def _remember(self, msgid: int) -> None:
+        self._abandoned[msgid] = None
+        if len(self._abandoned) > self.limits.abandonedMemory:
+            del self._abandoned[next(iter(self._abandoned))]
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _allocateMsgid(self) -> int:
+        msgid = self._nextMsgid
+        while msgid in self._pending:
+            msgid = (msgid + 1) % wire.MSGID_MODULUS
+        self._nextMsgid = (msgid + 1) % wire.MSGID_MODULUS
+        self._abandoned.pop(msgid, None)
+        return msgid
+
+    def _respond(self, msgid: int, error: Any, result: Any) -> None:
+        self._write(wire.encodeResponse(msgid, error, result))
+
+    def _write(self, data: bytes) -> None:
+        if self.connected and self.transport is not None:
+            self.transport.write(data)
+
+    def _violation(self, problem: str) -> None:
+        self.log.warn(
+            "{peer}: protocol violation, closing the connection: {problem}",
+            peer=self.peer,
+            problem=problem,
+        )
+        self.abort()
+
+
+def _exceptionText(failure: Failure) -> str:
+    text = str(failure.value)
+    return text if text else type(failure.value).__name__
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(error)
+    return d
+
+
+class RpcFactory(Factory):
+    """
+    Builds an L{RpcProtocol} per connection, all sharing one method table.
+
+    @param connected: called with each new protocol once its connection is
+        made (after the TLS handshake when TLS is used).
+    """
+
+    protocol = RpcProtocol
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        methods: MethodRegistry | None = None,
+        limits: RpcLimits = RpcLimits(),
+        connected: Callable[[RpcProtocol], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.methods = methods if methods is not None else MethodRegistry()
+        self.limits = limits
+        self._connected = connected
+
+    def buildProtocol(self, addr: IAddress | None) -> RpcProtocol:
+        proto = RpcProtocol(self.clock, self.methods, self.limits, self._connected)
+        proto.factory = self
+        return proto
+
+
+__all__ = [
+    "CallTimeout",
+    "CancelledError",
+    "EncodeError",
+    "HandlerError",
+    "NotConnected",
+    "RemoteError",
+    "RpcError",
+    "RpcFactory",
+    "RpcLimits",
+    "RpcProtocol",
+]
