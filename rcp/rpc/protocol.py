@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -114,7 +121,25 @@ class _Pending:
     timer: IDelayedCall | None
 
 
-@implementer(IPushProducer)
+def _peerName(transport: object) -> str | None:
+    getPeerCertificate = getattr(transport, "getPeerCertificate", None)
+    certificate = getPeerCertificate() if getPeerCertificate is not None else None
+    if certificate is None:
+        return None
+    cn = certificate.get_subject().commonName
+    return str(cn) if cn is not None else None
+
+
+def _tlsReason(reason: Failure) -> str:
+    # OpenSSL errors are lists of (library, function, reason) tuples.
+    value = reason.value
+    args = getattr(value, "args", ())
+    if args and isinstance(args[0], list) and args[0] and isinstance(args[0][0], tuple):
+        return "; ".join(str(entry[-1]) for entry in args[0])
+    return reason.getErrorMessage()
+
+
+@implementer(IPushProducer, IHandshakeListener)
 class RpcProtocol(Protocol):
     """
     One msgpack-rpc connection; either side may call the other.
@@ -148,6 +173,10 @@ class RpcProtocol(Protocol):
         self._stallTimer: IDelayedCall | None = None
         self._closing = False
         self._lostWaiters: list[Deferred[Failure]] = []
+        self._tls = False
+        self._handshakeDone = False
+        #: the common name of the peer's certificate once TLS is established
+        self.peerIdentity: str | None = None
 
     # -- IProtocol ---------------------------------------------------------
 
@@ -157,7 +186,20 @@ class RpcProtocol(Protocol):
         self.peer = describePeer(self.transport.getPeer())
         # The transport tells us when the peer stops reading our writes.
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        if self._onConnect is not None:
+        if ISSLTransport.providedBy(self.transport):
+            # The peer is who it claims only once the handshake is done.
+            self._tls = True
+        elif self._onConnect is not None:
+            self._onConnect(self)
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: the TLS peer proved its identity."""
+        self._handshakeDone = True
+        self.peerIdentity = _peerName(self.transport)
+        self.log.info(
+            "{peer}: TLS established with {identity}", peer=self.peer, identity=self.peerIdentity
+        )
+        if self._onConnect is not None and self.connected:
             self._onConnect(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -185,6 +227,12 @@ class RpcProtocol(Protocol):
         self._watchPartialFrame(progress=bool(frames))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._tls and not self._handshakeDone:
+            self.log.warn(
+                "{peer}: TLS handshake failed: {reason}",
+                peer=self.peer,
+                reason=_tlsReason(reason),
+            )
         self.connected = False
         self._closing = True
         for timer in (self._frameTimer, self._stallTimer):
@@ -519,6 +567,7 @@ class RpcFactory(Factory):
     """
 
     protocol = RpcProtocol
+    noisy = False
 
     def __init__(
         self,

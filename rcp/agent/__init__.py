@@ -1,0 +1,1 @@
+"""The satellite side of the link."""

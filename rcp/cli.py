@@ -1,0 +1,91 @@
+"""The ``rcp`` command: tools around the twistd services (``rcp certs``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .certs import CA_CERT, CertError, createStation, defaultBoards
+
+
+def _certs(args: argparse.Namespace) -> int:
+    boards = args.board or defaultBoards(args.satellites)
+    try:
+        caCreated, files = createStation(
+            Path(args.dir), boards, station=args.station, days=args.days, force=args.force
+        )
+    except CertError as e:
+        print(f"rcp certs: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"rcp certs: {e.filename or args.dir}: {e.strerror}", file=sys.stderr)
+        return 1
+    directory = Path(args.dir)
+    ca = directory / CA_CERT
+    verb = "created" if caCreated else "reused"
+    print(f"{verb} station CA {ca} (its key, ca.key, stays off the boards)")
+    for board in files:
+        print(f"{board.name}: copy {ca}, {board.certificate} and {board.key} to the board")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="rcp",
+        description="Tools for rcp, the satellite link of a distributed EVerest station.",
+    )
+    top.add_argument("--version", action="version", version=f"rcp {__version__}")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    certs = commands.add_parser(
+        "certs",
+        help="create the station CA and a certificate and key per board",
+        description=(
+            "Create (or reuse) the station CA in DIR and a certificate and key per"
+            " board, for mutual TLS on every rcp link. Board names are the identities"
+            " the links check: by default main, satellite-1, ..."
+        ),
+    )
+    certs.add_argument("--dir", "-d", default=".", help="where to write the files (default: .)")
+    certs.add_argument(
+        "--satellites",
+        "-n",
+        type=int,
+        default=3,
+        help="number of satellites when no --board is given (default: 3)",
+    )
+    certs.add_argument(
+        "--board",
+        "-b",
+        action="append",
+        help="make a certificate for this board name (repeatable); replaces the default list",
+    )
+    certs.add_argument(
+        "--station", default="station", help="station name written in the certificates"
+    )
+    certs.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="validity in days (default: no expiry; boards may have no real-time clock)",
+    )
+    certs.add_argument(
+        "--force", action="store_true", help="replace existing board files (never the CA)"
+    )
+    certs.set_defaults(run=_certs)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command is None:
+        parser().print_help()
+        return 2
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The main-board side of the link."""

@@ -1,0 +1,64 @@
+"""Command-line options shared by the twistd commands: a config file plus overrides."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, ClassVar
+
+from twisted.python import usage
+
+from .config import ConfigError, describe, load
+from .tls import Credentials
+
+
+class ConfigOptions(usage.Options):
+    """
+    C{--config FILE} and the options that override its most-changed
+    settings.  After parsing, C{self.settings} holds the checked settings
+    and C{self.credentials} the loaded TLS files (L{None} for plain links).
+
+    A bad configuration ends the process at once with one line on stderr
+    naming the file (or option), the key path and the problem: the usage
+    text that twistd prints for a L{usage.UsageError} would bury it.
+    """
+
+    command: ClassVar[str]
+    settingsClass: ClassVar[type[Any]]
+    #: option name -> dotted key path it overrides
+    overrides: ClassVar[dict[str, str]]
+    #: flag name -> (dotted key path, value it sets)
+    flagOverrides: ClassVar[dict[str, tuple[str, object]]] = {}
+
+    synopsis = "[--config FILE] [options]"
+    longdesc = ""
+
+    settings: Any
+    credentials: Credentials | None
+
+    @classmethod
+    def settingsHelp(cls) -> str:
+        lines = ["Settings of the YAML config file (key: default):"]
+        for path, default, text in describe(cls.settingsClass):
+            lines.append(f"  {path}: {default}")
+            lines.extend("      " + line for line in textwrap.wrap(text, 70))
+        return "\n".join(lines) + "\n"
+
+    def getUsage(self, width: int | None = None) -> str:
+        return str(super().getUsage(width)) + "\n" + self.settingsHelp()
+
+    def postOptions(self) -> None:
+        given: dict[str, tuple[str, object]] = {}
+        for option, path in self.overrides.items():
+            if self[option] is not None:
+                given[path] = (f"--{option}", self[option])
+        for flag, (path, value) in self.flagOverrides.items():
+            if self[flag]:
+                given[path] = (f"--{flag}", value)
+        source = self["config"] or "defaults"
+        try:
+            self.settings = load(self.settingsClass, self["config"], given)
+            self.credentials = self.settings.tls.credentials()
+        except ConfigError as e:
+            if not e.source:
+                e.source = source
+            raise SystemExit(f"{self.command}: {e}") from None

@@ -1,0 +1,72 @@
+"""Service-tree pieces shared by the agent and the controller."""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.logger import Logger
+
+from . import tls
+from .tls import Credentials
+
+
+def secureServerFactory(
+    factory: IProtocolFactory, credentials: Credentials | None
+) -> IProtocolFactory:
+    """C{factory} behind mutual TLS, or as it is for a plain link."""
+    if credentials is None:
+        return factory
+    return tls.serverFactory(credentials, factory)
+
+
+def secureClientEndpoint(
+    endpoint: IStreamClientEndpoint, credentials: Credentials | None, peerName: str | None
+) -> IStreamClientEndpoint:
+    """C{endpoint} behind mutual TLS, or as it is for a plain link."""
+    if credentials is None:
+        return endpoint
+    assert peerName is not None
+    return tls.clientEndpoint(credentials, peerName, endpoint)
+
+
+class SecurityNotice(Service):
+    """Says at start-up how the link is protected, loudly when it is not."""
+
+    log = Logger()
+
+    def __init__(
+        self, role: str, credentials: Credentials | None, peerName: str | None = None
+    ) -> None:
+        self.role = role
+        self.credentials = credentials
+        self.peerName = peerName
+
+    def startService(self) -> None:
+        super().startService()
+        if self.credentials is None:
+            self.log.warn(
+                "{role}: link is plain TCP: UNAUTHENTICATED and UNENCRYPTED; anyone who"
+                " can reach the port can control this board (tls.mode: plain)",
+                role=self.role,
+            )
+            return
+        if self.peerName is None:
+            self.log.info(
+                "{role}: mutual TLS as {name}; clients must present a certificate"
+                " of the station CA",
+                role=self.role,
+                name=self.credentials.name,
+            )
+        else:
+            self.log.info(
+                "{role}: mutual TLS as {name}; the agent must present the station"
+                " CA's certificate for {peer}",
+                role=self.role,
+                name=self.credentials.name,
+                peer=self.peerName,
+            )
+        if not self.credentials.keyIsPrivate:
+            self.log.warn(
+                "{role}: the private key file can be read by other users; chmod 600 it",
+                role=self.role,
+            )

@@ -1,0 +1,157 @@
+"""
+Mutual TLS for the rcp link, layered on any stream endpoint.
+
+The endpoint strings in a config say *where* (``tcp:4129``,
+``systemd:domain=INET:index=0``, ``tcp:host=10.0.0.2:port=4129``); this
+module adds *who*: the agent accepts only clients whose certificate the
+station CA signed, the controller accepts only an agent whose certificate
+the station CA signed for the name it expects.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from OpenSSL import SSL
+from OpenSSL.crypto import FILETYPE_PEM
+from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    KeyPair,
+    PrivateCertificate,
+    TLSVersion,
+    optionsForClientTLS,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+
+class TlsFileError(Exception):
+    """
+    A certificate or key file is unusable.
+
+    @ivar which: C{"ca"}, C{"certificate"} or C{"key"}.
+    """
+
+    def __init__(self, which: str, problem: str) -> None:
+        super().__init__(problem)
+        self.which = which
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A board's identity and the station CA, loaded and checked."""
+
+    ca: Certificate
+    identity: PrivateCertificate
+    keyIsPrivate: bool
+
+    @property
+    def name(self) -> str:
+        """The board name: the certificate's common name."""
+        cn = self.identity.getSubject().commonName
+        return cn.decode("utf-8", "replace") if isinstance(cn, bytes) else str(cn)
+
+
+def _read(which: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise TlsFileError(which, f"cannot read {path}: {e.strerror}") from None
+
+
+def loadCredentials(ca: str, certificate: str, key: str) -> Credentials:
+    """
+    Load and cross-check the PEM files of one board.
+
+    @raise TlsFileError: a file cannot be read or parsed, the key does not
+        belong to the certificate, or the CA did not sign the certificate.
+    """
+    caPem = _read("ca", ca)
+    certPem = _read("certificate", certificate)
+    keyPem = _read("key", key)
+    try:
+        caCert = Certificate.loadPEM(caPem)
+    except Exception:
+        raise TlsFileError("ca", f"{ca} holds no PEM certificate") from None
+    try:
+        cert = Certificate.loadPEM(certPem)
+    except Exception:
+        raise TlsFileError("certificate", f"{certificate} holds no PEM certificate") from None
+    try:
+        keyPair = KeyPair.load(keyPem, FILETYPE_PEM)
+    except Exception:
+        raise TlsFileError("key", f"{key} holds no unencrypted PEM private key") from None
+    identity = PrivateCertificate.fromCertificateAndKeyPair(cert, keyPair)
+    context = SSL.Context(SSL.TLS_METHOD)
+    try:
+        context.use_certificate(cert.original)
+        context.use_privatekey(keyPair.original)
+        context.check_privatekey()
+    except SSL.Error:
+        raise TlsFileError("key", f"{key} is not the key of {certificate}") from None
+    try:
+        cert.original.to_cryptography().verify_directly_issued_by(caCert.original.to_cryptography())
+    except (ValueError, TypeError, InvalidSignature):
+        raise TlsFileError(
+            "certificate", f"{certificate} is not signed by the CA in {ca}"
+        ) from None
+    mode = os.stat(key).st_mode
+    private = not (mode & (stat.S_IRWXG | stat.S_IRWXO))
+    return Credentials(caCert, identity, private)
+
+
+def certificateNames(certificate: Certificate) -> list[str]:
+    """The DNS names a certificate is valid for (its subjectAltName)."""
+    from cryptography.x509 import DNSName, SubjectAlternativeName
+
+    crypto = certificate.original.to_cryptography()
+    try:
+        san = crypto.extensions.get_extension_for_class(SubjectAlternativeName)
+    except Exception:
+        return []
+    return list(san.value.get_values_for_type(DNSName))
+
+
+def serverOptions(credentials: Credentials) -> CertificateOptions:
+    """Agent side: present our certificate, require one from the station CA."""
+    return CertificateOptions(
+        privateKey=credentials.identity.privateKey.original,
+        certificate=credentials.identity.original,
+        verify=True,
+        caCerts=[credentials.ca.original],
+        requireCertificate=True,
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+    )
+
+
+def serverFactory(credentials: Credentials, factory: IProtocolFactory) -> TLSMemoryBIOFactory:
+    """Wrap a server factory so every connection is mutual TLS."""
+    return TLSMemoryBIOFactory(serverOptions(credentials), False, factory)
+
+
+def clientCreator(credentials: Credentials, peerName: str) -> IOpenSSLClientConnectionCreator:
+    """Controller side: accept only the agent the CA signed for C{peerName}."""
+    return optionsForClientTLS(
+        peerName,
+        trustRoot=credentials.ca,
+        clientCertificate=credentials.identity,
+        extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2},
+    )
+
+
+def clientEndpoint(
+    credentials: Credentials, peerName: str, endpoint: IStreamClientEndpoint
+) -> IStreamClientEndpoint:
+    """Wrap a client endpoint so its connections are mutual TLS."""
+    return wrapClientTLS(clientCreator(credentials, peerName), endpoint)
