@@ -181,11 +181,11 @@ def fromMapping(cls: type[T], data: object, path: str = "") -> T:
                 except ValueError as e:
                     raise ConfigError(str(e), keyPath) from None
             values[name] = value
+        elif dataclasses.is_dataclass(hints[name]):
+            # an absent section still gets its checks
+            values[name] = fromMapping(hints[name], {}, keyPath)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            if dataclasses.is_dataclass(hints[name]):
-                values[name] = fromMapping(hints[name], {}, keyPath)
-            else:
-                raise ConfigError("missing (this setting is required)", keyPath)
+            raise ConfigError("missing (this setting is required)", keyPath)
     instance = cls(**values)
     validate = getattr(instance, "validate", None)
     if validate is not None:

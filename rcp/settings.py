@@ -181,8 +181,7 @@ class ReconnectSettings:
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    peer: str | None = setting(
-        None,
+    peer: str = setting(
         help="Twisted client endpoint string of the agent, such as tcp:host=10.0.0.2:port=4129",
         check=clientEndpoint,
     )
@@ -191,8 +190,6 @@ class ControllerSettings:
     reconnect: ReconnectSettings = setting(help="connection retries", factory=ReconnectSettings)
 
     def validate(self) -> None:
-        if self.peer is None:
-            raise ConfigError("missing: where the agent is (or give --peer)", "peer")
         if self.tls.mode == "mutual" and self.tls.peer_name is None:
             host = endpointHost(self.peer)
             if host is None:
@@ -212,4 +209,4 @@ class ControllerSettings:
     def peerName(self) -> str | None:
         if self.tls.peer_name is not None:
             return self.tls.peer_name
-        return endpointHost(self.peer) if self.peer else None
+        return endpointHost(self.peer)

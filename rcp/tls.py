@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from OpenSSL import SSL
 from OpenSSL.crypto import FILETYPE_PEM
 from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IProtocolFactory,
@@ -92,13 +92,9 @@ def loadCredentials(ca: str, certificate: str, key: str) -> Credentials:
         keyPair = KeyPair.load(keyPem, FILETYPE_PEM)
     except Exception:
         raise TlsFileError("key", f"{key} holds no unencrypted PEM private key") from None
-    identity = PrivateCertificate.fromCertificateAndKeyPair(cert, keyPair)
-    context = SSL.Context(SSL.TLS_METHOD)
     try:
-        context.use_certificate(cert.original)
-        context.use_privatekey(keyPair.original)
-        context.check_privatekey()
-    except SSL.Error:
+        identity = PrivateCertificate.fromCertificateAndKeyPair(cert, keyPair)
+    except VerifyError:
         raise TlsFileError("key", f"{key} is not the key of {certificate}") from None
     try:
         cert.original.to_cryptography().verify_directly_issued_by(caCert.original.to_cryptography())

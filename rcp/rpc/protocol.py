@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -172,7 +173,8 @@ class RpcProtocol(Protocol):
         self._frameTimer: IDelayedCall | None = None
         self._stallTimer: IDelayedCall | None = None
         self._closing = False
-        self._lostWaiters: list[Deferred[Failure]] = []
+        self._lostWaiters: list[Deferred[BaseException]] = []
+        self._lostReason: BaseException | None = None
         self._tls = False
         self._handshakeDone = False
         #: the common name of the peer's certificate once TLS is established
@@ -184,12 +186,11 @@ class RpcProtocol(Protocol):
         assert self.transport is not None
         self.connected = True
         self.peer = describePeer(self.transport.getPeer())
+        # Over TLS, the peer is who it claims only once the handshake is done.
+        self._tls = ISSLTransport.providedBy(self.transport)
         # The transport tells us when the peer stops reading our writes.
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        if ISSLTransport.providedBy(self.transport):
-            # The peer is who it claims only once the handshake is done.
-            self._tls = True
-        elif self._onConnect is not None:
+        if not self._tls and self._onConnect is not None:
             self._onConnect(self)
 
     def handshakeCompleted(self) -> None:
@@ -244,16 +245,21 @@ class RpcProtocol(Protocol):
             if p.timer is not None and p.timer.active():
                 p.timer.cancel()
             p.deferred.errback(reason)
+        lost = reason.value if reason.value is not None else ConnectionDone()
+        self._lostReason = lost
         waiters, self._lostWaiters = self._lostWaiters, []
         for d in waiters:
-            d.callback(reason)
+            d.callback(lost)
 
     # -- IPushProducer: the transport's write buffer -------------------------
 
     def pauseProducing(self) -> None:
         # Our writes pile up: the peer is not reading.  Stop reading its
         # requests (so we make no more answers) and give it a deadline.
-        self._pauseReading("write")
+        # During a TLS handshake, writes wait for the handshake, which needs
+        # reading: only the deadline applies then.
+        if self._handshakeDone or not self._tls:
+            self._pauseReading("write")
         if self._stallTimer is None:
             self._stallTimer = self.clock.callLater(
                 self.limits.writeStallTimeout, self._writeStalled
@@ -317,11 +323,14 @@ class RpcProtocol(Protocol):
             raise EncodeError(f"cannot encode the params of {method}: {e}") from None
         self._write(data)
 
-    def whenDisconnected(self) -> Deferred[Failure]:
-        """A new Deferred that fires with the reason when the connection is lost."""
-        d: Deferred[Failure] = Deferred()
-        if self._closing and not self.connected:
-            d.callback(Failure(NotConnected("not connected")))
+    def whenDisconnected(self) -> Deferred[BaseException]:
+        """
+        A new Deferred that fires, once the connection is lost, with the
+        exception that ended it (L{ConnectionDone} for a clean close).
+        """
+        d: Deferred[BaseException] = Deferred()
+        if self._lostReason is not None:
+            d.callback(self._lostReason)
         else:
             self._lostWaiters.append(d)
         return d
