@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
 
@@ -27,6 +32,29 @@ def secureClientEndpoint(
         return endpoint
     assert peerName is not None
     return tls.clientEndpoint(credentials, peerName, endpoint)
+
+
+class ListeningService(StreamServerEndpointService):
+    """
+    Listens on an endpoint string; a port that cannot be bound ends the
+    start-up with one line instead of a traceback (like
+    C{strports.service}, which also refuses to run without its port).
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, role: str, description: str, factory: IProtocolFactory, reactor: Any):
+        super().__init__(serverFromString(reactor, description), factory)
+        self.role = role
+        self.description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(
+                f"{self.role}: cannot listen on {self.description}: {e.socketError}"
+            ) from None
 
 
 class SecurityNotice(Service):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from ..options import ConfigOptions
 from ..rpc import MethodRegistry, RpcFactory, RpcProtocol
-from ..service import SecurityNotice, secureServerFactory
+from ..service import ListeningService, SecurityNotice, secureServerFactory
 from ..settings import AgentSettings
 
 log = Logger()
@@ -62,8 +61,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
     methods = MethodRegistry()
     factory = RpcFactory(reactor, methods, settings.rpc.limits(), _controllerConnected)
-    rpc = strports.service(
-        settings.listen, secureServerFactory(factory, options.credentials), reactor=reactor
+    rpc = ListeningService(
+        "rcp-agent", settings.listen, secureServerFactory(factory, options.credentials), reactor
     )
     rpc.setName("rpc")
     rpc.setServiceParent(top)

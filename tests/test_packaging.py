@@ -1,0 +1,96 @@
+"""
+`pip install .` into a fresh virtual environment gives working twistd
+plugins and the rcp tool, as a Yocto recipe or a field install would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from .common import ROOT
+
+_IGNORE = shutil.ignore_patterns(
+    ".git", "_trial_temp*", "build", "dist", "*.egg-info", "__pycache__", "dropin.cache",
+    ".mypy_cache", ".ruff_cache", ".hypothesis", "ci-out",
+)  # fmt: skip
+
+
+def _run(*argv: str | Path, cwd: Path) -> str:
+    result = subprocess.run(
+        [str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result.stdout + result.stderr
+
+
+class FreshInstallTests(TestCase):
+    timeout = 900
+
+    def setUp(self) -> None:
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir(parents=True)
+        self.source = self.work / "source"
+        shutil.copytree(ROOT, self.source, ignore=_IGNORE)
+
+    def _installAndCheck(self) -> None:
+        venv = self.work / "venv"
+        _run(sys.executable, "-m", "venv", venv, cwd=self.work)
+        pip = venv / "bin" / "pip"
+        _run(pip, "install", "-q", "--disable-pip-version-check", self.source, cwd=self.work)
+        elsewhere = self.work / "elsewhere"  # not the checkout: nothing found by accident
+        elsewhere.mkdir()
+
+        listing = _run(venv / "bin" / "twistd", "--help", cwd=elsewhere)
+        self.assertIn("rcp-agent", listing)
+        self.assertIn("rcp-controller", listing)
+        for command, option in (("rcp-agent", "--listen"), ("rcp-controller", "--peer-name")):
+            text = _run(venv / "bin" / "twistd", "-n", command, "--help", cwd=elsewhere)
+            self.assertIn(option, text)
+            self.assertIn("rpc.max_message_size", text)
+        self.assertIn("rcp", _run(venv / "bin" / "rcp", "--version", cwd=elsewhere))
+        _run(venv / "bin" / "rcp", "certs", "--dir", elsewhere / "pki", cwd=elsewhere)
+        self.assertTrue((elsewhere / "pki" / "satellite-3.key").exists())
+
+        # What was installed: the package, its type marker, one dropin; no
+        # tests, no namespace __init__ that would shadow Twisted's.
+        site = next((venv / "lib").glob("python3*/site-packages"))
+        self.assertTrue((site / "rcp" / "py.typed").exists())
+        self.assertTrue((site / "twisted" / "plugins" / "rcp_plugins.py").exists())
+        self.assertFalse((site / "tests").exists())
+        record = next(site.glob("rcp-*.dist-info")) / "RECORD"
+        installed = [line.split(",")[0] for line in record.read_text().splitlines()]
+        self.assertNotIn("twisted/__init__.py", installed)
+        self.assertNotIn("twisted/plugins/__init__.py", installed)
+        self.assertFalse(any("dropin.cache" in path for path in installed))
+
+    def test_freshVenv(self) -> None:
+        return deferToThread(self._installAndCheck)  # type: ignore[return-value]
+
+    def _buildWheel(self) -> list[str]:
+        (self.source / "twisted" / "plugins" / "dropin.cache").write_bytes(b"stale")
+        out = self.work / "wheel"
+        _run(
+            sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+            "-w", out, self.source, cwd=self.work,
+        )  # fmt: skip
+        [wheel] = out.glob("rcp-*.whl")
+        with zipfile.ZipFile(wheel) as z:
+            return z.namelist()
+
+    async def test_wheelContents(self) -> None:
+        names = await deferToThread(self._buildWheel)
+        self.assertIn("twisted/plugins/rcp_plugins.py", names)
+        self.assertFalse([n for n in names if n.startswith("tests/")])
+        self.assertFalse([n for n in names if "dropin.cache" in n])
+        self.assertIn("rcp/rpc/protocol.py", names)
