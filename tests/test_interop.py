@@ -573,15 +573,6 @@ class PynvimClientTests(_RcpServer):
 
         self.assertEqual(await deferToThread(work), 5)
 
-    # BUG: (a divergence from rpclib; expected to fail until decided)
-    # rcp/rpc/wire.py classify() rejects a method name that is bin, and for a
-    # notification RpcProtocol._badMessage then aborts the whole connection:
-    # every client built on pynvim's tcp_session() is disconnected (with a
-    # TCP reset) before its first request is read.
-    test_defaultSession.todo = (  # type: ignore[attr-defined]
-        "rcp closes the connection on a notification whose method name is bin"
-    )
-
 
 def rawExchange(port: int, data: bytes, count: int) -> list[bytes]:
     """

@@ -5,6 +5,7 @@ plugins and the rcp tool, as a Yocto recipe or a field install would.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,17 @@ _IGNORE = shutil.ignore_patterns(
 
 
 def _run(*argv: str | Path, cwd: Path) -> str:
+    # Nothing of this process's environment leaks in: trial's parallel
+    # workers set PYTHONPATH, which would make pip skip the dependencies.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     result = subprocess.run(
-        [str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     if result.returncode != 0:
         raise AssertionError(

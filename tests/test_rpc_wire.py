@@ -240,9 +240,6 @@ class ServerBytesTests(_Connected):
         response with a nil error is a success for every msgpack-rpc client
         (the wire document: rpclib treats "error not nil" as failure).
         """
-        # BUG: rcp/rpc/protocol.py, RpcProtocol._handlerFailed sends
-        # HandlerError(None) as [1, msgid, nil, nil], the bytes of a
-        # successful void call; the caller never learns the handler failed.
         self.feed(h("94 00 08 a6 726566757365 91 c0"))  # refuse(nil)
         kind, msgid, error, result = msgpack.unpackb(self.written())
         self.assertEqual((kind, msgid, result), (1, 8, None))

@@ -11,6 +11,7 @@ reactor or in a caller that waits forever.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
+    IConsumer,
     IDelayedCall,
     IHandshakeListener,
     IPushProducer,
@@ -27,6 +29,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -90,8 +93,8 @@ class RpcLimits:
         completely (a peer sending a byte a minute).
     @ivar writeStallTimeout: seconds the peer may leave our responses
         unread while they pile up.
-    @ivar maxConcurrentRequests: incoming requests being handled at once;
-        beyond it, reading from this peer pauses.
+    @ivar maxConcurrentRequests: incoming requests (and notifications)
+        being handled at once; beyond it, reading from this peer pauses.
     @ivar abandonedMemory: how many timed-out or cancelled msgids are
         remembered, so their late responses are dropped quietly.
     """
@@ -129,6 +132,19 @@ def _peerName(transport: object) -> str | None:
         return None
     cn = certificate.get_subject().commonName
     return str(cn) if cn is not None else None
+
+
+def _innermost(transport: Any) -> IConsumer:
+    # TLSMemoryBIOProtocol (a ProtocolWrapper) holds loseConnection() back
+    # for as long as any producer is registered with it, so a TLS link
+    # closed with transport.loseConnection() (ClientService.stopService
+    # does that) would never close.  The TCP transport underneath only waits
+    # for a paused producer, and its write buffer is where a peer that stops
+    # reading shows anyway: watch that one.
+    while isinstance(transport, ProtocolWrapper) and transport.transport is not None:
+        transport = transport.transport
+    consumer: IConsumer = transport
+    return consumer
 
 
 def _tlsReason(reason: Failure) -> str:
@@ -170,8 +186,13 @@ class RpcProtocol(Protocol):
         self._abandoned: dict[int, None] = {}
         self._inflight = 0
         self._pausedFor: set[str] = set()
+        # complete messages read but not handled yet (reading is paused)
+        self._backlog: deque[bytes] = deque()
+        self._dispatching = False
+        self._consumer: IConsumer | None = None
         self._frameTimer: IDelayedCall | None = None
         self._stallTimer: IDelayedCall | None = None
+        self._closeTimer: IDelayedCall | None = None
         self._closing = False
         self._lostWaiters: list[Deferred[BaseException]] = []
         self._lostReason: BaseException | None = None
@@ -189,7 +210,8 @@ class RpcProtocol(Protocol):
         # Over TLS, the peer is who it claims only once the handshake is done.
         self._tls = ISSLTransport.providedBy(self.transport)
         # The transport tells us when the peer stops reading our writes.
-        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._consumer = _innermost(self.transport)
+        self._consumer.registerProducer(self, True)
         if not self._tls and self._onConnect is not None:
             self._onConnect(self)
 
@@ -211,21 +233,10 @@ class RpcProtocol(Protocol):
         except wire.FramingError as e:
             self._violation(str(e))
             return
-        for frame in frames:
-            try:
-                message = wire.decode(frame)
-            except wire.BadMessage as e:
-                self._badMessage(e)
-            else:
-                if type(message) is wire.Request:
-                    self._handleRequest(message)
-                elif type(message) is wire.Response:
-                    self._handleResponse(message)
-                else:
-                    self._handleNotification(message)  # type: ignore[arg-type]
-            if self._closing:
-                return
-        self._watchPartialFrame(progress=bool(frames))
+        self._backlog.extend(frames)
+        self._dispatch()
+        if not self._closing:
+            self._watchPartialFrame(progress=bool(frames))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._tls and not self._handshakeDone:
@@ -236,10 +247,11 @@ class RpcProtocol(Protocol):
             )
         self.connected = False
         self._closing = True
-        for timer in (self._frameTimer, self._stallTimer):
+        self._backlog.clear()
+        for timer in (self._frameTimer, self._stallTimer, self._closeTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._frameTimer = self._stallTimer = None
+        self._frameTimer = self._stallTimer = self._closeTimer = None
         pending, self._pending = self._pending, {}
         for p in pending.values():
             if p.timer is not None and p.timer.active():
@@ -270,6 +282,12 @@ class RpcProtocol(Protocol):
             if self._stallTimer.active():
                 self._stallTimer.cancel()
             self._stallTimer = None
+        if getattr(self._consumer, "disconnecting", False):
+            # loseConnection() came while we were paused: a TCP transport
+            # closes only once its paused producer goes away.
+            assert self._consumer is not None
+            self._consumer.unregisterProducer()
+            return
         self._resumeReading("write")
 
     def stopProducing(self) -> None:
@@ -336,15 +354,21 @@ class RpcProtocol(Protocol):
         return d
 
     def disconnect(self) -> None:
-        """Close the connection after what is written so far."""
+        """
+        Close the connection after what is written so far; abort it if
+        that takes longer than L{RpcLimits.writeStallTimeout} (a peer that
+        does not read, or never answers a TLS close).
+        """
         if self.transport is not None and not self._closing:
             self._closing = True
+            self._closeTimer = self.clock.callLater(self.limits.writeStallTimeout, self.abort)
             self.transport.loseConnection()
 
     def abort(self) -> None:
         """Close the connection at once, dropping unsent data."""
         self._closing = True
-        if self.transport is not None:
+        # Once lost, there is nothing to abort (a TLS transport would raise).
+        if self.transport is not None and self.connected:
             abort = getattr(self.transport, "abortConnection", None)
             if abort is not None:
                 abort()
@@ -357,6 +381,32 @@ class RpcProtocol(Protocol):
 
     # -- incoming messages --------------------------------------------------
 
+    def _dispatch(self) -> None:
+        # Handle complete messages in order, none while reading is paused:
+        # however many requests one read brought, no more are started than
+        # the limits allow.
+        if self._dispatching:
+            return  # a call further up the stack is in the loop below
+        self._dispatching = True
+        try:
+            while self._backlog and not self._pausedFor and not self._closing:
+                self._handleFrame(self._backlog.popleft())
+        finally:
+            self._dispatching = False
+
+    def _handleFrame(self, frame: bytes) -> None:
+        try:
+            message = wire.decode(frame)
+        except wire.BadMessage as e:
+            self._badMessage(e)
+            return
+        if type(message) is wire.Request:
+            self._handleRequest(message)
+        elif type(message) is wire.Response:
+            self._handleResponse(message)
+        else:
+            self._handleNotification(message)  # type: ignore[arg-type]
+
     def _handleRequest(self, request: wire.Request) -> None:
         msgid, name, params = request.msgid, request.method, request.params
         method = self.methods.get(name)
@@ -364,11 +414,12 @@ class RpcProtocol(Protocol):
             self._respond(msgid, wire.noSuchFunction(name, len(params)), None)
             return
         if not method.accepts(len(params)):
-            self._respond(msgid, wire.wrongArgumentCount(name, method.minArgs, len(params)), None)
+            argc = len(params)
+            expected = method.minArgs if argc < method.minArgs else method.maxArgs
+            assert expected is not None
+            self._respond(msgid, wire.wrongArgumentCount(name, expected, argc), None)
             return
-        self._inflight += 1
-        if self._inflight >= self.limits.maxConcurrentRequests:
-            self._pauseReading("inflight")
+        self._requestStarted()
         d = maybeDeferred(method.handler, *params)
         d.addCallbacks(
             self._answered,
@@ -378,7 +429,6 @@ class RpcProtocol(Protocol):
         )
 
     def _answered(self, result: Any, msgid: int, name: str, argc: int) -> None:
-        self._requestDone()
         try:
             data = wire.encodeResponse(msgid, None, result)
         except (TypeError, ValueError, OverflowError) as e:
@@ -391,12 +441,18 @@ class RpcProtocol(Protocol):
             data = wire.encodeResponse(
                 msgid, wire.handlerFailed(name, argc, f"result cannot be encoded: {e}"), None
             )
-        self._write(data)
+        # Resuming may handle queued requests: their answers come after.
+        try:
+            self._write(data)
+        finally:
+            self._requestDone()
 
     def _handlerFailed(self, failure: Failure, msgid: int, name: str, argc: int) -> None:
-        self._requestDone()
         if failure.check(HandlerError):
             error = failure.value.error  # type: ignore[union-attr]
+            if error is None:
+                # A nil error reads as success to every msgpack-rpc client.
+                error = wire.handlerFailed(name, argc, _exceptionText(failure))
         else:
             self.log.failure(
                 "{peer}: {method} with {argc} arg(s) failed",
@@ -410,7 +466,15 @@ class RpcProtocol(Protocol):
             data = wire.encodeResponse(msgid, error, None)
         except (TypeError, ValueError, OverflowError):
             data = wire.encodeResponse(msgid, wire.handlerFailed(name, argc, repr(error)), None)
-        self._write(data)
+        try:
+            self._write(data)
+        finally:
+            self._requestDone()
+
+    def _requestStarted(self) -> None:
+        self._inflight += 1
+        if self._inflight >= self.limits.maxConcurrentRequests:
+            self._pauseReading("inflight")
 
     def _requestDone(self) -> None:
         self._inflight -= 1
@@ -447,12 +511,14 @@ class RpcProtocol(Protocol):
                 argc=len(params),
             )
             return
+        self._requestStarted()
         d = maybeDeferred(method.handler, *params)
         d.addErrback(
             lambda f: self.log.failure(
                 "{peer}: notification {method} failed", f, peer=self.peer, method=name
             )
         )
+        d.addBoth(lambda _: self._requestDone())
 
     def _badMessage(self, e: wire.BadMessage) -> None:
         if e.msgid is None:
@@ -469,7 +535,8 @@ class RpcProtocol(Protocol):
     # -- time and flow ------------------------------------------------------
 
     def _watchPartialFrame(self, progress: bool) -> None:
-        if self._framer.pending == 0:
+        # While we do not read, the peer cannot finish its message: no timer.
+        if self._framer.pending == 0 or self._pausedFor:
             if self._frameTimer is not None:
                 self._frameTimer.cancel()
                 self._frameTimer = None
@@ -499,13 +566,19 @@ class RpcProtocol(Protocol):
         if not self._pausedFor and self.transport is not None:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
         self._pausedFor.add(reason)
+        self._watchPartialFrame(progress=False)
 
     def _resumeReading(self, reason: str) -> None:
         if reason not in self._pausedFor:
             return
         self._pausedFor.discard(reason)
-        if not self._pausedFor and self.transport is not None and not self._closing:
+        if self._pausedFor or self._closing:
+            return
+        # Messages read before the pause come first; they may pause again.
+        self._dispatch()
+        if not self._pausedFor and not self._closing and self.transport is not None:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self._watchPartialFrame(progress=False)
 
     def _timedOut(self, msgid: int, timeout: float) -> None:
         pending = self._pending.pop(msgid, None)

@@ -18,6 +18,7 @@ a broken request gets an error response instead of waiting forever.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -111,12 +112,19 @@ class Framer:
         @raise FramingError: the stream is not msgpack or a message is too
             large.  The framer must not be used afterwards.
         """
+        frames: list[bytes] = []
+        # The skipper holds at most one unfinished message plus one slice:
+        # a longer read (a test, a TLS record batch) is fed piece by piece.
+        for offset in range(0, len(data), _READ_SLACK):
+            self._feedSlice(data[offset : offset + _READ_SLACK], frames)
+        return frames
+
+    def _feedSlice(self, data: bytes, frames: list[bytes]) -> None:
         try:
             self._skipper.feed(data)
         except msgpack.BufferFull:
             raise FramingError(f"message larger than the limit of {self._max} bytes") from None
         self._buffer += data
-        frames: list[bytes] = []
         start = 0
         while True:
             try:
@@ -140,7 +148,6 @@ class Framer:
             self._base += start
         if len(self._buffer) > self._max:
             raise FramingError(f"message larger than the limit of {self._max} bytes")
-        return frames
 
 
 def _describe(e: Exception) -> str:
@@ -160,7 +167,7 @@ def _salvageMsgid(frame: bytes) -> int | None:
     reader = msgpack.Unpacker(raw=True, strict_map_key=False)
     reader.feed(frame)
     try:
-        if reader.read_array_header() != 4:
+        if reader.read_array_header() < 2:
             return None
         kind = reader.unpack()
         msgid = reader.unpack()
@@ -206,10 +213,12 @@ def classify(message: object) -> Message:
         if size != 4:
             raise BadMessage(f"request has {size} elements instead of 4", msgid)
         if msgid is None:
-            raise BadMessage(f"request msgid {message[1]!r} is not an unsigned 32-bit integer")
-        method, params = message[2], message[3]
-        if type(method) is not str:
-            raise BadMessage(f"request method name is {_typeName(method)}, not a string", msgid)
+            raise BadMessage(
+                f"request msgid {_brief(message[1])} is not an unsigned 32-bit integer"
+            )
+        method, params = _methodName(message[2]), message[3]
+        if method is None:
+            raise BadMessage(f"request method name is {_typeName(message[2])}, not a string", msgid)
         if type(params) is not list:
             raise BadMessage(f"request params are {_typeName(params)}, not an array", msgid)
         return Request(msgid, method, params)
@@ -217,18 +226,45 @@ def classify(message: object) -> Message:
         if size != 4:
             raise BadMessage(f"response has {size} elements instead of 4")
         if not _isMsgid(message[1]):
-            raise BadMessage(f"response msgid {message[1]!r} is not an unsigned 32-bit integer")
+            raise BadMessage(
+                f"response msgid {_brief(message[1])} is not an unsigned 32-bit integer"
+            )
         return Response(message[1], message[2], message[3])
     if kind == NOTIFICATION:
         if size != 3:
             raise BadMessage(f"notification has {size} elements instead of 3")
-        method, params = message[1], message[2]
-        if type(method) is not str:
-            raise BadMessage(f"notification method name is {_typeName(method)}, not a string")
+        method, params = _methodName(message[1]), message[2]
+        if method is None:
+            raise BadMessage(f"notification method name is {_typeName(message[1])}, not a string")
         if type(params) is not list:
             raise BadMessage(f"notification params are {_typeName(params)}, not an array")
         return Notification(method, params)
     raise BadMessage(f"unknown message type {kind}")
+
+
+# Received values in problem texts: short and shallow, whatever the peer
+# sent (a plain repr of an array nested a thousand deep raises RecursionError).
+_reprlib = reprlib.Repr()
+_reprlib.maxlevel = 3
+_reprlib.maxstring = 40
+_reprlib.maxother = 40
+
+
+def _brief(value: object) -> str:
+    return _reprlib.repr(value)
+
+
+def _methodName(value: object) -> str | None:
+    # rpclib reads the name into a std::string, which msgpack-c fills from
+    # str and bin alike; some clients (pynvim) send bin.
+    if type(value) is str:
+        return value
+    if type(value) is bytes:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
 
 
 def _typeName(value: object) -> str:
