@@ -1,0 +1,1 @@
+"""A simulated EVerest, in memory: one bus per board and simulated modules."""
