@@ -135,7 +135,8 @@ class SimBus:
                     )
                 )
                 return
-            d = maybeDeferred(handler, dict(args))
+            # args is passed as sent: EVerest callers send null for no arguments
+            d = maybeDeferred(handler, None if args is None else dict(args))
             d.addBoth(lambda outcome: self._later(finish, outcome))
 
         self._later(run)
