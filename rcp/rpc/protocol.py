@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
+from types import CoroutineType
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
@@ -122,7 +124,9 @@ def describePeer(address: IAddress | None) -> str:
 class _Pending:
     method: str
     deferred: Deferred[Any]
-    timer: IDelayedCall | None
+    #: clock.seconds() by which the answer must come, or None
+    deadline: float | None
+    timeout: float | None
 
 
 def _peerName(transport: object) -> str | None:
@@ -183,6 +187,11 @@ class RpcProtocol(Protocol):
         self._framer = wire.Framer(limits.maxMessageSize)
         self._nextMsgid = 1
         self._pending: dict[int, _Pending] = {}
+        # (deadline, msgid) of calls with a timeout, a heap; entries of
+        # answered calls are dropped lazily.  One timer, for the earliest.
+        self._deadlines: list[tuple[float, int]] = []
+        self._timedCalls = 0
+        self._deadlineTimer: IDelayedCall | None = None
         self._abandoned: dict[int, None] = {}
         self._inflight = 0
         self._pausedFor: set[str] = set()
@@ -248,14 +257,14 @@ class RpcProtocol(Protocol):
         self.connected = False
         self._closing = True
         self._backlog.clear()
-        for timer in (self._frameTimer, self._stallTimer, self._closeTimer):
+        for timer in (self._frameTimer, self._stallTimer, self._closeTimer, self._deadlineTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._frameTimer = self._stallTimer = self._closeTimer = None
+        self._frameTimer = self._stallTimer = self._closeTimer = self._deadlineTimer = None
+        self._deadlines = []
+        self._timedCalls = 0
         pending, self._pending = self._pending, {}
         for p in pending.values():
-            if p.timer is not None and p.timer.active():
-                p.timer.cancel()
             p.deferred.errback(reason)
         lost = reason.value if reason.value is not None else ConnectionDone()
         self._lostReason = lost
@@ -317,12 +326,11 @@ class RpcProtocol(Protocol):
         d: Deferred[Any] = Deferred(lambda _: self._abandon(msgid))
         if timeout is _DEFAULT:
             timeout = self.limits.callTimeout
-        timer = (
-            None
-            if timeout is None
-            else self.clock.callLater(timeout, self._timedOut, msgid, timeout)
-        )
-        self._pending[msgid] = _Pending(method, d, timer)
+        deadline = None
+        if timeout is not None:
+            deadline = self.clock.seconds() + timeout
+            self._addDeadline(deadline, msgid, timeout)
+        self._pending[msgid] = _Pending(method, d, deadline, timeout)
         self._write(data)
         return d
 
@@ -420,13 +428,23 @@ class RpcProtocol(Protocol):
             self._respond(msgid, wire.wrongArgumentCount(name, expected, argc), None)
             return
         self._requestStarted()
-        d = maybeDeferred(method.handler, *params)
-        d.addCallbacks(
-            self._answered,
-            self._handlerFailed,
-            callbackArgs=(msgid, name, len(params)),
-            errbackArgs=(msgid, name, len(params)),
-        )
+        argc = len(params)
+        try:
+            result = method.handler(*params)
+        except BaseException:
+            result = Failure()
+        if isinstance(result, Failure):
+            self._handlerFailed(result, msgid, name, argc)
+        elif isinstance(result, Deferred) or type(result) is CoroutineType:
+            d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(result)
+            d.addCallbacks(
+                self._answered,
+                self._handlerFailed,
+                callbackArgs=(msgid, name, argc),
+                errbackArgs=(msgid, name, argc),
+            )
+        else:
+            self._answered(result, msgid, name, argc)
 
     def _answered(self, result: Any, msgid: int, name: str, argc: int) -> None:
         try:
@@ -493,8 +511,8 @@ class RpcProtocol(Protocol):
                 return
             self._violation(f"response to msgid {response.msgid}, which was never sent")
             return
-        if pending.timer is not None and pending.timer.active():
-            pending.timer.cancel()
+        if pending.deadline is not None:
+            self._untimed()
         if response.error is None:
             pending.deferred.callback(response.result)
         else:
@@ -580,22 +598,64 @@ class RpcProtocol(Protocol):
             self.transport.resumeProducing()  # type: ignore[attr-defined]
             self._watchPartialFrame(progress=False)
 
-    def _timedOut(self, msgid: int, timeout: float) -> None:
-        pending = self._pending.pop(msgid, None)
-        if pending is None:
-            return
-        pending.timer = None
-        self._remember(msgid)
-        pending.deferred.errback(
-            CallTimeout(f"{pending.method}: no response from {self.peer} within {timeout:g} s")
-        )
+    def _addDeadline(self, deadline: float, msgid: int, timeout: float) -> None:
+        heappush(self._deadlines, (deadline, msgid))
+        self._timedCalls += 1
+        timer = self._deadlineTimer
+        if timer is None:
+            self._deadlineTimer = self.clock.callLater(timeout, self._expireCalls)
+        elif deadline < timer.getTime():
+            timer.reset(timeout)
+        elif len(self._deadlines) > 2 * self._timedCalls + 64:
+            # answered calls' entries: drop them in one go
+            pending = self._pending
+            self._deadlines = [
+                (t, m)
+                for t, m in self._deadlines
+                if (p := pending.get(m)) is not None and p.deadline == t
+            ]
+            heapify(self._deadlines)
+
+    def _untimed(self) -> None:
+        # A call with a deadline left: with none left, no timer either.
+        self._timedCalls -= 1
+        if self._timedCalls == 0:
+            self._deadlines = []
+            if self._deadlineTimer is not None:
+                self._deadlineTimer.cancel()
+                self._deadlineTimer = None
+
+    def _expireCalls(self) -> None:
+        self._deadlineTimer = None
+        now = self.clock.seconds()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now and not self._closing:
+            deadline, msgid = heappop(deadlines)
+            pending = self._pending.get(msgid)
+            if pending is None or pending.deadline != deadline:
+                continue  # answered, or the msgid now belongs to a later call
+            del self._pending[msgid]
+            self._timedCalls -= 1
+            self._remember(msgid)
+            pending.deferred.errback(
+                CallTimeout(
+                    f"{pending.method}: no response from {self.peer} within {pending.timeout:g} s"
+                )
+            )
+            deadlines = self._deadlines  # an errback may have emptied it
+        if self._timedCalls == 0:
+            self._deadlines = []
+        elif deadlines and self._deadlineTimer is None and not self._closing:
+            self._deadlineTimer = self.clock.callLater(
+                max(0.0, deadlines[0][0] - now), self._expireCalls
+            )
 
     def _abandon(self, msgid: int) -> None:
         # Deferred canceller: the caller gave up on this call.
         pending = self._pending.pop(msgid, None)
         if pending is not None:
-            if pending.timer is not None and pending.timer.active():
-                pending.timer.cancel()
+            if pending.deadline is not None:
+                self._untimed()
             self._remember(msgid)
 
     def _remember(self, msgid: int) -> None:

@@ -39,21 +39,21 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 _READ_SLACK: Final = 1 << 17
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     msgid: int
     method: str
     params: list[Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
     msgid: int
     error: Any
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notification:
     method: str
     params: list[Any]
@@ -99,6 +99,8 @@ class Framer:
         self._buffer = bytearray()
         # skipper.tell() of the first byte in _buffer
         self._base = 0
+        # bytes fed to the skipper so far
+        self._fed = 0
 
     @property
     def pending(self) -> int:
@@ -124,9 +126,13 @@ class Framer:
             self._skipper.feed(data)
         except msgpack.BufferFull:
             raise FramingError(f"message larger than the limit of {self._max} bytes") from None
+        self._fed += len(data)
+        if not self._buffer:
+            self._cutWhole(data, frames)
+            return
         self._buffer += data
         start = 0
-        while True:
+        while self._skipper.tell() < self._fed:
             try:
                 self._skipper.skip()
             except msgpack.OutOfData:
@@ -146,6 +152,31 @@ class Framer:
         if start:
             del self._buffer[:start]
             self._base += start
+        if len(self._buffer) > self._max:
+            raise FramingError(f"message larger than the limit of {self._max} bytes")
+
+    def _cutWhole(self, data: bytes, frames: list[bytes]) -> None:
+        # Same as the general case, with offsets into data itself.
+        start = 0
+        base = self._base
+        skipper = self._skipper
+        while skipper.tell() < self._fed:
+            try:
+                skipper.skip()
+            except msgpack.OutOfData:
+                break
+            except ValueError as e:
+                raise FramingError(f"not a msgpack stream ({_describe(e)})") from None
+            end = skipper.tell() - base
+            if end - start > self._max:
+                raise FramingError(
+                    f"message of {end - start} bytes is larger than the limit of {self._max} bytes"
+                )
+            frames.append(data if start == 0 and end == len(data) else data[start:end])
+            start = end
+        self._base += start
+        if start < len(data):
+            self._buffer += data[start:] if start else data
         if len(self._buffer) > self._max:
             raise FramingError(f"message larger than the limit of {self._max} bytes")
 
@@ -223,6 +254,8 @@ def classify(message: object) -> Message:
             raise BadMessage(f"request params are {_typeName(params)}, not an array", msgid)
         return Request(msgid, method, params)
     if kind == RESPONSE:
+        if size == 4 and type(message[1]) is int and 0 <= message[1] < MSGID_MODULUS:
+            return Response(message[1], message[2], message[3])
         if size != 4:
             raise BadMessage(f"response has {size} elements instead of 4")
         if not _isMsgid(message[1]):
