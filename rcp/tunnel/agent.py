@@ -31,9 +31,20 @@ from .table import (
 class AgentTunnel:
     log = Logger()
 
-    def __init__(self, everest: IEverestModule, queue: EventQueue) -> None:
+    def __init__(
+        self,
+        everest: IEverestModule,
+        queue: EventQueue,
+        observe: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        """
+        @param observe: called with the RPC name and the EVerest result of
+            every command that succeeded (the link watches for accepted
+            firmware updates and resets).
+        """
         self.everest = everest
         self.queue = queue
+        self._observe = observe
 
     def methods(self) -> dict[str, Handler]:
         """The tunnelled RPC methods (offered after the first ``i_am_here``)."""
@@ -63,11 +74,21 @@ class AgentTunnel:
             except ValueError as e:
                 raise HandlerError(f"{rpcName}: bad argument: {e}") from None
             d = self.everest.call(channel.name, command.name, args)
-            d.addCallbacks(command.result.encode, self._commandFailed, errbackArgs=(rpcName,))
+            d.addCallbacks(
+                self._succeeded,
+                self._commandFailed,
+                callbackArgs=(rpcName, command),
+                errbackArgs=(rpcName,),
+            )
             return d
 
         handler.__name__ = rpcName
         return handler
+
+    def _succeeded(self, result: Any, rpcName: str, command: Command) -> Any:
+        if self._observe is not None:
+            self._observe(rpcName, result)
+        return command.result.encode(result)
 
     def _commandFailed(self, failure: Any, rpcName: str) -> Any:
         if failure.check(CommandError):

@@ -37,9 +37,19 @@ class ControllerTunnel:
 
     log = Logger()
 
-    def __init__(self, everest: IEverestModule, call: RpcCall) -> None:
+    def __init__(
+        self,
+        everest: IEverestModule,
+        call: RpcCall,
+        observe: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        """
+        @param observe: called with the RPC name and the decoded result of
+            every command the satellite answered.
+        """
         self.everest = everest
         self.call = call
+        self._observe = observe
         self._activeErrors: dict[str, dict[str, Any]] = {}
 
     @property
@@ -72,12 +82,18 @@ class ControllerTunnel:
                 ) from None
             d = self.call(rpcName, *wire)
             d.addCallbacks(
-                lambda result: _decodeResult(command, rpcName, result),
+                lambda result: self._decoded(command, rpcName, result),
                 lambda f: _failed(f, rpcName),
             )
             return d
 
         return handler
+
+    def _decoded(self, command: Command, rpcName: str, result: Any) -> Any:
+        value = _decodeResult(command, rpcName, result)
+        if self._observe is not None:
+            self._observe(rpcName, value)
+        return value
 
     # -- events: satellite -> main board ------------------------------------
 

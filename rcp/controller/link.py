@@ -1,0 +1,259 @@
+"""
+The main board's end of one satellite link: connecting, the start-up
+machine, polling the agent's events, and the tunnel to the main board's
+EVerest, plus the ``satellite`` implementation (link state, addresses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..everest.interface import IEverestModule
+from ..rpc import CallTimeout, MethodRegistry, NotConnected, RpcFactory, RpcLimits, RpcProtocol
+from ..sync import ControllerSync, ControllerSyncCore, SyncTimings
+from ..tunnel.controller import SATELLITE, ControllerTunnel
+from ..tunnel.events import DEFAULT_HOLD
+from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
+
+#: the upstream controller's pause between polls; used when the agent
+#: answers empty polls at once (a C++ agent does not hold them)
+POLL_INTERVAL = 0.025
+#: how long ``exit`` may take when the controller stops
+EXIT_TIMEOUT = 2.0
+
+
+class ControllerLink:
+    """
+    @param end: ends this process (or, in a simulation, restarts the
+        station) with an exit code and a reason, after a loss of sync.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        everest: IEverestModule,
+        clock: IReactorTime,
+        endpoint: IStreamClientEndpoint,
+        end: Callable[[int, str], None],
+        timings: SyncTimings | None = None,
+        limits: RpcLimits | None = None,
+        holdTime: float = DEFAULT_HOLD,
+    ) -> None:
+        self.everest = everest
+        self.clock = clock
+        self.endpoint = endpoint
+        self.timings = timings or SyncTimings()
+        self.limits = limits or RpcLimits()
+        self.holdTime = holdTime
+        self._end = end
+        self._proto: RpcProtocol | None = None
+        self._hereCall: Deferred[Any] | None = None
+        self._polling = False
+        self._halted = False
+        self.synced = False
+        self.ended: tuple[int, str] | None = None
+        self.everestReady: Deferred[None] | None = None
+        self.polls = 0
+        self.tunnel = ControllerTunnel(everest, self._call, self._observe)
+        self.sync = ControllerSync(
+            ControllerSyncCore(
+                clock=clock,
+                timings=self.timings,
+                connect=self._guard(self._connect),
+                callHere=self._guard(self._callHere),
+                cancelHere=self._guard(self._cancelHere),
+                callReady=self._guard(self._callReady),
+                dropConnection=self._guard(self._drop),
+                linkSynced=self._guard(self._linkSynced),
+                sayExit=self._guard(self._sayExit),
+                end=self._guard(self._ended),
+            )
+        )
+        self.tunnel.provide()
+        self._provideSatellite()
+
+    def start(self) -> None:
+        self.sync.start()
+
+    def halt(self) -> None:
+        """
+        The process dies (as on a crash or a restart of the main board): the
+        connection drops at once, nothing more happens.
+        """
+        self._halted = True
+        self._polling = False
+        self.synced = False
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            proto.abort()
+
+    def _guard(self, effect: Callable[..., None]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
+            if not self._halted:
+                effect(*args)
+
+        return guarded
+
+    def stop(self) -> Deferred[None]:
+        """Shut down on purpose: tell a synchronised agent with ``exit``."""
+        self._exitSaid: Deferred[None] = succeed(None)
+        self._polling = False
+        self.sync.stop()
+        return self._exitSaid
+
+    # -- RPC plumbing -------------------------------------------------------
+
+    def _call(self, method: str, *params: Any) -> Deferred[Any]:
+        if not self.synced or self._proto is None:
+            d: Deferred[Any] = Deferred()
+            d.errback(NotConnected(f"{method}: the satellite link is not synchronised"))
+            return d
+        return self._proto.call(method, *params)
+
+    def _connect(self) -> None:
+        d = self.endpoint.connect(RpcFactory(self.clock, MethodRegistry(), self.limits))
+        d.addCallbacks(self._connected, self._connectFailed)
+
+    def _connected(self, proto: RpcProtocol) -> None:
+        self._proto = proto
+        proto.whenDisconnected().addCallback(lambda reason: self._lost(proto, reason))
+        self.sync.connected()
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self.sync.connectFailed(failure.getErrorMessage())
+
+    def _lost(self, proto: RpcProtocol, reason: BaseException) -> None:
+        if proto is not self._proto:
+            return
+        self._proto = None
+        self.synced = False
+        self.sync.lost(str(reason) or type(reason).__name__)
+
+    # -- effects of the start-up machine ------------------------------------
+
+    def _callHere(self) -> None:
+        assert self._proto is not None
+        d = self._hereCall = self._proto.call(I_AM_HERE, timeout=None)
+        d.addCallbacks(self._hereAnswered, self._startCallFailed)
+
+    def _hereAnswered(self, seen: Any) -> None:
+        if type(seen) is not bool:
+            self.sync.callFailed(f"i_am_here answered {seen!r}, not a boolean")
+            return
+        self.log.info("controller: i_am_here answered {seen}", seen=seen)
+        self.sync.hereAnswered(seen)
+
+    def _startCallFailed(self, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return  # a timed-out i_am_here, replaced by a new one
+        if self._proto is None:
+            return  # the connection is gone: lost() tells the machine
+        self.sync.callFailed(failure.getErrorMessage())
+
+    def _cancelHere(self) -> None:
+        if self._hereCall is not None and not self._hereCall.called:
+            self._hereCall.cancel()
+        self._hereCall = None
+
+    def _callReady(self) -> None:
+        assert self._proto is not None
+        d = self._proto.call(I_AM_READY, timeout=self.timings.here_timeout)
+        d.addCallbacks(lambda _: self.sync.readyAnswered(), self._startCallFailed)
+
+    def _drop(self) -> None:
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            proto.abort()
+
+    def _linkSynced(self) -> None:
+        self.synced = True
+        self.log.info("controller: link synchronised with the agent")
+        self.tunnel.subscribePush()
+        self.everestReady = self.everest.signalReady()
+        self._polling = True
+        self._poll()
+
+    def _sayExit(self) -> None:
+        proto = self._proto
+        if proto is None:
+            return
+        self._proto = None  # the loss that follows is ours
+        self.synced = False
+        d = proto.call(EXIT, timeout=EXIT_TIMEOUT)
+        d.addBoth(lambda _: proto.disconnect())
+        self._exitSaid = d
+
+    def _ended(self, code: int, reason: str) -> None:
+        self.synced = False
+        self._polling = False
+        self.ended = (code, reason)
+        self.log.warn(
+            "controller: link ended ({reason}); exit code {code}", reason=reason, code=code
+        )
+        self._drop()
+        self._end(code, reason)
+
+    # -- events from the agent ----------------------------------------------
+
+    def _poll(self) -> None:
+        if not self._polling or self._proto is None:
+            return
+        started = self.clock.seconds()
+        d = self._proto.call(RETRIEVE, timeout=self.timings.poll_timeout)
+        d.addCallbacks(self._polled, self._pollFailed, callbackArgs=(started,))
+
+    def _polled(self, batch: Any, started: float) -> None:
+        self.polls += 1
+        try:
+            count = self.tunnel.deliver(batch)
+        except ValueError as e:
+            self.log.error("controller: bad answer to a poll: {error}", error=str(e))
+            count = 0
+        if count == 0 and self.clock.seconds() - started < self.holdTime / 2:
+            # The agent does not hold empty polls (a C++ agent): pace them.
+            self.clock.callLater(POLL_INTERVAL, self._poll)
+        else:
+            self._poll()
+
+    def _pollFailed(self, failure: Failure) -> None:
+        if failure.check(CallTimeout):
+            self.sync.pollOverdue()
+        elif self._proto is not None and self._polling:
+            self.log.error("controller: poll failed: {error}", error=failure.getErrorMessage())
+            self.clock.callLater(1.0, self._poll)
+
+    def _observe(self, rpcName: str, result: Any) -> None:
+        if rpcName == "system_update_firmware" and result in ("Accepted", "AcceptedCanceled"):
+            self.sync.disconnectExpected("firmware update accepted")
+        elif rpcName == "sytem_reset":
+            self.sync.disconnectExpected("reset requested")
+
+    # -- the satellite interface ----------------------------------------------
+
+    def _provideSatellite(self) -> None:
+        self.everest.provideCommand(SATELLITE, "is_connected", lambda args: succeed(self.synced))
+        self.everest.provideCommand(
+            SATELLITE, "get_local_endpoint_address", lambda args: succeed(self._address("host"))
+        )
+        self.everest.provideCommand(
+            SATELLITE, "get_remote_endpoint_address", lambda args: succeed(self._address("peer"))
+        )
+
+    def _address(self, which: str) -> str:
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return ""
+        address = proto.transport.getHost() if which == "host" else proto.transport.getPeer()
+        return str(getattr(address, "host", ""))
+
+    @property
+    def localAddress(self) -> str:
+        """The main board's address as the satellite sees it (for uploads)."""
+        return self._address("host")
