@@ -1,0 +1,312 @@
+"""
+A whole charging station on one machine: one main board and several
+satellites, each with a simulated EVerest, linked by real rcp links over
+loopback (mutual TLS by default).
+
+A satellite board that resets really goes away: its agent's port closes,
+its EVerest stops, and it boots again a moment later, as hardware would.
+When the main board loses a synchronised link its controller "process"
+ends; here the whole main board restarts, as systemd restarts the station,
+and every satellite it reaches again sees a second ``i_am_here`` and resets:
+the station goes back to a common start point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from .agent.link import AgentLink
+from .certs import createStation
+from .controller.link import ControllerLink
+from .everest.sim.auth import AuthSim
+from .everest.sim.bus import SimBus, SimModule
+from .everest.sim.evse import EvseManagerSim
+from .everest.sim.station import StationConsumer
+from .everest.sim.system import SystemSim
+from .rpc import RpcLimits
+from .service import secureClientEndpoint, secureServerFactory
+from .sync import SyncTimings
+from .tls import Credentials, loadCredentials
+
+#: seconds a simulated board takes to boot again after a reset
+BOOT_TIME = 0.5
+
+Note = Callable[[str, str], None]
+
+
+def _quiet(board: str, text: str) -> None:
+    pass
+
+
+@dataclass
+class StationOptions:
+    satellites: int = 3
+    secure: bool = True
+    timings: SyncTimings = field(default_factory=SyncTimings)
+    limits: RpcLimits = field(default_factory=RpcLimits)
+    holdTime: float = 1.0
+    meterInterval: float = 1.0
+    bootTime: float = BOOT_TIME
+    acceptedTokens: tuple[str, ...] = ("DEADBEEF", "CAFEBABE", "0A0B0C0D")
+
+
+class SatelliteBoard:
+    """One satellite: EvseManager, System and the agent, on its own bus."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        name: str,
+        credentials: Credentials | None,
+        options: StationOptions,
+        note: Note = _quiet,
+    ) -> None:
+        self.reactor = reactor
+        self.name = name
+        self.credentials = credentials
+        self.options = options
+        self.note = note
+        self.port = 0
+        self.boots = 0
+        self.bootReason = "PowerUp"
+        self.resetting = False
+        self._listening: IListeningPort | None = None
+        self.bus: SimBus
+        self.evse: EvseManagerSim
+        self.system: SystemSim
+        self.link: AgentLink
+
+    async def boot(self) -> None:
+        """Power on: the simulated EVerest comes up and the agent listens."""
+        self.boots += 1
+        self.resetting = False
+        bus = self.bus = SimBus(self.reactor, self.name)
+        evseModule = bus.module("connector_1", mapping={"evse": 1})
+        systemModule = bus.module("system")
+        agentModule = bus.module(
+            "satellite_agent",
+            {
+                "evse_manager": [("connector_1", "evse")],
+                "energy": [("connector_1", "energy_grid")],
+                "rfid_token_provider": [("connector_1", "token_provider")],
+                "system": [("system", "main")],
+            },
+        )
+        self.evse = EvseManagerSim(
+            evseModule,
+            self.reactor,
+            evseIdText=f"DE*RCP*E{self.name.upper()}",
+            meterInterval=self.options.meterInterval,
+        )
+        self.system = SystemSim(
+            systemModule, self.reactor, onReset=self._systemReset, bootReason=self.bootReason
+        )
+        self.link = AgentLink(
+            agentModule,
+            self.reactor,
+            self.reset,
+            self.options.timings,
+            self.options.limits,
+            holdTime=self.options.holdTime,
+        )
+        self.evse.start()
+        self.system.start()
+        endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface="127.0.0.1")
+        self._listening = await endpoint.listen(
+            secureServerFactory(self.link.factory(), self.credentials)
+        )
+        self.port = self._listening.getHost().port  # type: ignore[union-attr]
+        self.note(self.name, f"booted ({self.bootReason}), agent listening on port {self.port}")
+
+    def _systemReset(self, type: str) -> None:
+        self.bootReason = "RemoteReset"
+        self.reset(f"{type} reset requested")
+
+    def reset(self, reason: str) -> None:
+        """The board resets: everything stops, and it boots again shortly."""
+        if self.resetting:
+            return
+        self.resetting = True
+        self.note(self.name, f"resets: {reason}")
+        self.powerOff()
+        self.reactor.callLater(self.options.bootTime, self._reboot)
+
+    def _reboot(self) -> None:
+        Deferred.fromCoroutine(self.boot()).addErrback(
+            lambda f: self.log.failure("{board}: boot failed", f, board=self.name)
+        )
+
+    def powerOff(self) -> None:
+        self.link.halt()
+        self.evse.stop()
+        self.system.stop()
+        self.bus.shutdown()
+        if self._listening is not None:
+            self._listening.stopListening()
+            self._listening = None
+
+
+class MainBoard:
+    """The main board: auth, a station consumer (OCPP/API) and one controller per satellite."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        satellites: list[SatelliteBoard],
+        credentials: Credentials | None,
+        options: StationOptions,
+        note: Note = _quiet,
+    ) -> None:
+        self.reactor = reactor
+        self.satellites = satellites
+        self.credentials = credentials
+        self.options = options
+        self.note = note
+        self.boots = 0
+        self.restarting = False
+        self.links: list[ControllerLink] = []
+        self.bus: SimBus
+        self.consumer: StationConsumer
+        self.auth: AuthSim
+        self.engineer: SimModule
+        self._syncWaiters: list[Deferred[None]] = []
+
+    def boot(self) -> None:
+        self.boots += 1
+        self.restarting = False
+        bus = self.bus = SimBus(self.reactor, "main")
+        controllers = [f"satellite_{i + 1}" for i in range(len(self.satellites))]
+        auth = bus.module(
+            "auth",
+            {
+                "token_provider": [(c, "rfid_token_provider") for c in controllers]
+                + [(c, "auth_token_provider") for c in controllers],
+                "evse_manager": [(c, "evse_manager") for c in controllers],
+            },
+        )
+        api = bus.module(
+            "api",
+            {"evse_manager": [(c, "evse_manager") for c in controllers]},
+        )
+        # what a service technician or the backend reaches: each board's system
+        self.engineer = bus.module("engineer", {"system": [(c, "system") for c in controllers]})
+        self.auth = AuthSim(auth, self.reactor, acceptedTokens=self.options.acceptedTokens)
+        self.consumer = StationConsumer(api, self.reactor)
+        self.links = []
+        for i, (controllerId, satellite) in enumerate(
+            zip(controllers, self.satellites, strict=True)
+        ):
+            module = bus.module(controllerId, {"auth": [("auth", "main")]}, mapping={"evse": i + 1})
+            endpoint = secureClientEndpoint(
+                TCP4ClientEndpoint(self.reactor, "127.0.0.1", satellite.port),
+                self.credentials,
+                satellite.name,
+            )
+            link = ControllerLink(
+                module,
+                self.reactor,
+                endpoint,
+                self._ended(satellite.name),
+                self.options.timings,
+                self.options.limits,
+                self.options.holdTime,
+            )
+            self.links.append(link)
+        # The main EVerest goes ready once every module is: the controllers
+        # only once their links are synchronised.
+        self.engineer.signalReady().addCallback(lambda _: self._globallyReady())
+        self.auth.start()
+        self.consumer.start()
+        for link in self.links:
+            link.start()
+        self.note("main", f"booted (boot {self.boots}), connecting to {len(self.links)} satellites")
+
+    def _globallyReady(self) -> None:
+        self.note("main", "every link synchronised: the station is ready (common start point)")
+        waiters, self._syncWaiters = self._syncWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def whenReady(self) -> Deferred[None]:
+        """Fires when every link is synchronised and the main EVerest is ready."""
+        d: Deferred[None] = Deferred()
+        if self.bus.globallyReady and not self.restarting:
+            d.callback(None)
+        else:
+            self._syncWaiters.append(d)
+        return d
+
+    def _ended(self, satellite: str) -> Callable[[int, str], None]:
+        def ended(code: int, reason: str) -> None:
+            self.note("main", f"link to {satellite} ended ({reason}), exit code {code}")
+            self.restart(f"controller for {satellite} exited with code {code}")
+
+        return ended
+
+    def restart(self, reason: str) -> None:
+        """systemd restarts the main board's EVerest and rcp processes."""
+        if self.restarting:
+            return
+        self.restarting = True
+        self.note("main", f"restarts: {reason}")
+        self.powerOff()
+        self.reactor.callLater(self.options.bootTime, self.boot)
+
+    def powerOff(self) -> None:
+        for link in self.links:
+            link.halt()
+        self.auth.stop()
+        self.bus.shutdown()
+
+
+class Station:
+    """The boards of one station, with their certificates."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        options: StationOptions | None = None,
+        pki: Path | None = None,
+        note: Note = _quiet,
+    ) -> None:
+        self.reactor = reactor
+        self.options = options or StationOptions()
+        self.note = note
+        names = [f"satellite-{i + 1}" for i in range(self.options.satellites)]
+        credentials: dict[str, Credentials | None] = {n: None for n in ["main", *names]}
+        if self.options.secure:
+            if pki is None:
+                raise ValueError("a secure station needs a directory for its certificates")
+            createStation(pki, ["main", *names])
+            for name in credentials:
+                credentials[name] = loadCredentials(
+                    str(pki / "ca.pem"), str(pki / f"{name}.pem"), str(pki / f"{name}.key")
+                )
+        self.satellites = [
+            SatelliteBoard(reactor, n, credentials[n], self.options, note) for n in names
+        ]
+        self.main = MainBoard(reactor, self.satellites, credentials["main"], self.options, note)
+
+    async def start(self) -> None:
+        for satellite in self.satellites:
+            await satellite.boot()
+        self.main.boot()
+        await self.main.whenReady()
+
+    def stop(self) -> None:
+        self.main.powerOff()
+        for satellite in self.satellites:
+            if not satellite.resetting:
+                satellite.powerOff()
