@@ -6,6 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
 
 from . import __version__
 from .certs import CA_CERT, CertError, createStation, defaultBoards
@@ -30,6 +33,27 @@ def _certs(args: argparse.Namespace) -> int:
     for board in files:
         print(f"{board.name}: copy {ca}, {board.certificate} and {board.key} to the board")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not 1 <= args.satellites <= 16:
+        print("rcp demo: --satellites must be between 1 and 16", file=sys.stderr)
+        return 2
+    from twisted.internet import task
+
+    from .demo import run
+
+    outcome: list[bool] = []
+
+    def main(reactor: Any) -> Deferred[None]:
+        return run(reactor, args.satellites).addCallback(outcome.append)
+
+    try:
+        task.react(main)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return 1
+    return 0 if outcome == [True] else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +99,21 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace existing board files (never the CA)"
     )
     certs.set_defaults(run=_certs)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a main board and satellites on this machine through a scripted scenario",
+        description=(
+            "Start one main board and several satellites, each with a simulated EVerest,"
+            " linked by rcp over loopback with mutual TLS; run charging sessions, pause,"
+            " resume, remote stop, an error and a satellite reset; print a timeline and"
+            " exit 0 only if every step was observed."
+        ),
+    )
+    demo.add_argument(
+        "--satellites", "-n", type=int, default=3, help="number of satellites (default: 3)"
+    )
+    demo.set_defaults(run=_demo)
     return top
 
 

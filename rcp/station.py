@@ -67,12 +67,16 @@ class SatelliteBoard:
         self,
         reactor: Any,
         name: str,
+        evseId: int,
         credentials: Credentials | None,
         options: StationOptions,
         note: Note = _quiet,
     ) -> None:
         self.reactor = reactor
         self.name = name
+        # The satellite's EvseManager is configured with the EVSE number the
+        # station has for it, as in a real station's satellite config.
+        self.evseId = evseId
         self.credentials = credentials
         self.options = options
         self.note = note
@@ -88,10 +92,12 @@ class SatelliteBoard:
 
     async def boot(self) -> None:
         """Power on: the simulated EVerest comes up and the agent listens."""
+        if self.boots:
+            self.bootReason = self.bootReason if self.resetting else "PowerUp"
         self.boots += 1
         self.resetting = False
         bus = self.bus = SimBus(self.reactor, self.name)
-        evseModule = bus.module("connector_1", mapping={"evse": 1})
+        evseModule = bus.module("connector_1", mapping={"evse": self.evseId})
         systemModule = bus.module("system")
         agentModule = bus.module(
             "satellite_agent",
@@ -129,13 +135,15 @@ class SatelliteBoard:
         self.note(self.name, f"booted ({self.bootReason}), agent listening on port {self.port}")
 
     def _systemReset(self, type: str) -> None:
-        self.bootReason = "RemoteReset"
+        self.bootReason = self.system.nextBootReason or "RemoteReset"
         self.reset(f"{type} reset requested")
 
     def reset(self, reason: str) -> None:
         """The board resets: everything stops, and it boots again shortly."""
         if self.resetting:
             return
+        if not reason.endswith("reset requested"):
+            self.bootReason = "ApplicationReset"  # the agent restarted the board
         self.resetting = True
         self.note(self.name, f"resets: {reason}")
         self.powerOff()
@@ -295,7 +303,8 @@ class Station:
                     str(pki / "ca.pem"), str(pki / f"{name}.pem"), str(pki / f"{name}.key")
                 )
         self.satellites = [
-            SatelliteBoard(reactor, n, credentials[n], self.options, note) for n in names
+            SatelliteBoard(reactor, n, i + 1, credentials[n], self.options, note)
+            for i, n in enumerate(names)
         ]
         self.main = MainBoard(reactor, self.satellites, credentials["main"], self.options, note)
 

@@ -392,6 +392,20 @@ class QueueTests(SynchronousTestCase):
             batch["vars"], [{"interface": "evse_manager", "var": "ready", "value": True}]
         )
 
+    def test_noEventIsLostBetweenPolls(self) -> None:
+        # An event answers a held poll early; the hold timer of that poll
+        # must not fire later and take events that no poll is waiting for.
+        clock = Clock()
+        queue = EventQueue(clock, lambda: None, holdTime=1.0)
+        first = queue.retrieve()
+        queue.addVar("evse_manager", "session_event", "one")
+        clock.advance(0)
+        self.assertIn("one", self.successResultOf(first))
+        queue.addVar("evse_manager", "session_event", "two")
+        clock.advance(2.0)
+        self.assertIn("two", self.successResultOf(queue.retrieve()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_idlePollIsHeld(self) -> None:
         clock = Clock()
         queue = EventQueue(clock, lambda: None, holdTime=1.0)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -225,6 +226,8 @@ class ControllerLink:
     def _pollFailed(self, failure: Failure) -> None:
         if failure.check(CallTimeout):
             self.sync.pollOverdue()
+        elif failure.check(ConnectionDone, ConnectionLost):
+            pass  # the machine hears of it from the connection itself
         elif self._proto is not None and self._polling:
             self.log.error("controller: poll failed: {error}", error=failure.getErrorMessage())
             self.clock.callLater(1.0, self._poll)

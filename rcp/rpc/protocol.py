@@ -221,6 +221,11 @@ class RpcProtocol(Protocol):
         # The transport tells us when the peer stops reading our writes.
         self._consumer = _innermost(self.transport)
         self._consumer.registerProducer(self, True)
+        # Small messages go out at once: Nagle's algorithm and the peer's
+        # delayed ACK would hold a lone event back by ~40 ms.
+        setNoDelay = getattr(self._consumer, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         if not self._tls and self._onConnect is not None:
             self._onConnect(self)
 

@@ -126,9 +126,9 @@ class EventQueue:
         self._entries.clear()
 
     def _flush(self) -> None:
-        self._flushTimer = None
-        self._holdTimer = None
-        self._answer(self._take())
+        # Either timer: answer the waiting poll with what is queued now.
+        if self._waiting is not None:
+            self._answer(self._take())
 
     def _answer(self, batch: str) -> None:
         for timer in (self._holdTimer, self._flushTimer):
