@@ -15,6 +15,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 
 from .config import ConfigError, atLeast, positive, setting
 from .rpc import RpcLimits
+from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials
 
 DEFAULT_AGENT_PORT = 4129
@@ -158,6 +159,38 @@ class ControllerTlsSettings(TlsSettings):
     )
 
 
+EverestSide = Literal["sim"]
+
+
+@dataclass(frozen=True)
+class AgentLinkSettings:
+    poll_watchdog: float = setting(
+        60.0,
+        help="seconds without a poll from the controller after which the board resets",
+        check=positive,
+    )
+    hold_time: float = setting(
+        1.0,
+        help="seconds an empty poll is held open, waiting for an event (the idle link's pace)",
+        check=positive,
+    )
+    queue_limit: int = setting(
+        1000,
+        help="events waiting for the controller beyond which the board resets (upstream: 1000)",
+        check=atLeast(10),
+    )
+
+
+@dataclass(frozen=True)
+class AgentSimSettings:
+    evse_id: int = setting(
+        1, help="the EVSE number the station has for this port", check=atLeast(1)
+    )
+    meter_interval: float = setting(
+        1.0, help="seconds between two simulated power meter readings", check=positive
+    )
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     listen: str = setting(
@@ -165,17 +198,51 @@ class AgentSettings:
         help="Twisted server endpoint string the agent listens on",
         check=serverEndpoint,
     )
+    everest: EverestSide = setting("sim", help="the EVerest side: sim (simulated, built in)")
     tls: TlsSettings = setting(help="link security", factory=TlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
+    link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
+    sim: AgentSimSettings = setting(help="the simulated EVerest side", factory=AgentSimSettings)
+
+    def timings(self) -> SyncTimings:
+        return SyncTimings(poll_watchdog=self.link.poll_watchdog)
 
 
 @dataclass(frozen=True)
-class ReconnectSettings:
-    initial_delay: float = setting(
-        1.0, help="seconds before the first retry of a failed connection", check=positive
+class ControllerLinkSettings:
+    here_timeout: float = setting(
+        5.0, help="seconds an i_am_here call may take before it is repeated", check=positive
     )
-    max_delay: float = setting(
-        10.0, help="longest wait between connection attempts, in seconds", check=positive
+    retry_interval: float = setting(1.0, help="seconds between connection attempts", check=positive)
+    poll_timeout: float = setting(
+        30.0,
+        help="seconds a poll may take before the link counts as lost",
+        check=positive,
+    )
+    hold_time: float = setting(
+        1.0,
+        help=(
+            "seconds the agent holds an empty poll; empty answers much faster than this"
+            " (a C++ agent) are paced at 25 ms"
+        ),
+        check=positive,
+    )
+
+    def validate(self) -> None:
+        if self.poll_timeout <= self.hold_time:
+            raise ConfigError(
+                f"must be longer than link.hold_time ({self.hold_time:g} s)", "poll_timeout"
+            )
+
+
+@dataclass(frozen=True)
+class ControllerSimSettings:
+    evse_id: int = setting(
+        2, help="the EVSE number of the satellite's port on the main board", check=atLeast(1)
+    )
+    accepted_tokens: list[str] = setting(
+        help="RFID ids the simulated authorization accepts",
+        factory=lambda: ["DEADBEEF", "CAFEBABE"],
     )
 
 
@@ -185,9 +252,22 @@ class ControllerSettings:
         help="Twisted client endpoint string of the agent, such as tcp:host=10.0.0.2:port=4129",
         check=clientEndpoint,
     )
+    everest: EverestSide = setting("sim", help="the EVerest side: sim (simulated, built in)")
     tls: ControllerTlsSettings = setting(help="link security", factory=ControllerTlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
-    reconnect: ReconnectSettings = setting(help="connection retries", factory=ReconnectSettings)
+    link: ControllerLinkSettings = setting(
+        help="start-up and liveness", factory=ControllerLinkSettings
+    )
+    sim: ControllerSimSettings = setting(
+        help="the simulated EVerest side", factory=ControllerSimSettings
+    )
+
+    def timings(self) -> SyncTimings:
+        return SyncTimings(
+            here_timeout=self.link.here_timeout,
+            retry_interval=self.link.retry_interval,
+            poll_timeout=self.link.poll_timeout,
+        )
 
     def validate(self) -> None:
         if self.tls.mode == "mutual" and self.tls.peer_name is None:

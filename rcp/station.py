@@ -20,7 +20,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from .agent.link import AgentLink
@@ -71,9 +72,15 @@ class SatelliteBoard:
         credentials: Credentials | None,
         options: StationOptions,
         note: Note = _quiet,
+        listen: bool = True,
     ) -> None:
+        """
+        @param listen: the board listens on 127.0.0.1 itself; otherwise the
+            caller listens with L{factory}.
+        """
         self.reactor = reactor
         self.name = name
+        self.listen = listen
         # The satellite's EvseManager is configured with the EVSE number the
         # station has for it, as in a real station's satellite config.
         self.evseId = evseId
@@ -81,6 +88,7 @@ class SatelliteBoard:
         self.options = options
         self.note = note
         self.port = 0
+        self.queueLimit = 1000
         self.boots = 0
         self.bootReason = "PowerUp"
         self.resetting = False
@@ -123,16 +131,24 @@ class SatelliteBoard:
             self.reset,
             self.options.timings,
             self.options.limits,
+            queueLimit=self.queueLimit,
             holdTime=self.options.holdTime,
         )
         self.evse.start()
         self.system.start()
+        if not self.listen:
+            self.note(self.name, f"booted ({self.bootReason})")
+            return
         endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface="127.0.0.1")
         self._listening = await endpoint.listen(
-            secureServerFactory(self.link.factory(), self.credentials)
+            secureServerFactory(self.factory(), self.credentials)
         )
         self.port = self._listening.getHost().port  # type: ignore[union-attr]
         self.note(self.name, f"booted ({self.bootReason}), agent listening on port {self.port}")
+
+    def factory(self) -> Factory:
+        """Connections for whichever agent runs now; refused while the board is down."""
+        return _BoardFactory(self)
 
     def _systemReset(self, type: str) -> None:
         self.bootReason = self.system.nextBootReason or "RemoteReset"
@@ -162,6 +178,55 @@ class SatelliteBoard:
         if self._listening is not None:
             self._listening.stopListening()
             self._listening = None
+
+
+class _BoardFactory(Factory):
+    noisy = False
+
+    def __init__(self, board: SatelliteBoard) -> None:
+        self.board = board
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
+        board = self.board
+        if board.resetting or not hasattr(board, "link"):
+            return None
+        return board.link.buildProtocol()
+
+
+class MainSide:
+    """
+    A simulated main board around one controller, for ``twistd
+    rcp-controller --everest sim``: authorization, and a consumer that logs
+    what arrives from the satellite.
+    """
+
+    def __init__(
+        self, reactor: Any, evseId: int, acceptedTokens: list[str], note: Note = _quiet
+    ) -> None:
+        bus = self.bus = SimBus(reactor, "main")
+        self.controller = bus.module(
+            "satellite_controller", {"auth": [("auth", "main")]}, mapping={"evse": evseId}
+        )
+        auth = bus.module(
+            "auth",
+            {
+                "token_provider": [
+                    ("satellite_controller", "rfid_token_provider"),
+                    ("satellite_controller", "auth_token_provider"),
+                ],
+                "evse_manager": [("satellite_controller", "evse_manager")],
+            },
+        )
+        api = bus.module("api", {"evse_manager": [("satellite_controller", "evse_manager")]})
+        self.auth = AuthSim(auth, reactor, acceptedTokens=acceptedTokens)
+        self.consumer = StationConsumer(api, reactor)
+        self.consumer.observe(
+            lambda r: note("main", f"<- {r.source} {r.name}: {str(r.value)[:160]}")
+        )
+
+    def start(self) -> None:
+        self.auth.start()
+        self.consumer.start()
 
 
 class MainBoard:

@@ -26,7 +26,6 @@ from zope.interface.verify import verifyObject
 
 from rcp.agent import tap as agentTap
 from rcp.controller import tap as controllerTap
-from rcp.rpc import RpcFactory
 
 from .common import ROOT, freePort, makeStation
 
@@ -116,12 +115,12 @@ class MakeServiceTests(SynchronousTestCase):
         options = agentTap.Options()
         options.parseOptions(["--plain", "--listen", "tcp:4200:interface=127.0.0.1"])
         top = agentTap.makeService(options, reactor)
-        self.assertIn("rpc", {s.name for s in top})
+        self.assertEqual({s.name for s in top} - {None}, {"rpc", "everest"})
         top.privilegedStartService()
         top.startService()
         [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (4200, "127.0.0.1"))
-        self.assertIsInstance(factory, RpcFactory)
+        self.assertNotIsInstance(factory, TLSMemoryBIOFactory)
         self.successResultOf(top.stopService())
 
     def test_agentTlsTree(self) -> None:
@@ -230,7 +229,10 @@ class ProcessTests(TestCase):
             "satellite-1",
         )
         await _waitFor(lambda: "TLS established with main" in agent.text())
-        await _waitFor(lambda: "connected to the agent at 127.0.0.1" in controller.text())
+        await _waitFor(lambda: "link synchronised with the agent" in controller.text())
+        await _waitFor(lambda: "link synchronised with the controller" in agent.text())
+        # the satellite's variables reach the main board's EVerest
+        await _waitFor(lambda: "main: <- evse ready: True" in controller.text())
         self.assertIn("TLS established with satellite-1", controller.text())
         self.assertIn(controller.stop(), (0, -signal.SIGTERM))
         self.assertIn(agent.stop(), (0, -signal.SIGTERM))
@@ -268,7 +270,7 @@ class ProcessTests(TestCase):
         agent = _twistd(self, "rcp-agent", "--plain", "--listen", f"tcp:{port}:interface=127.0.0.1")
         await _waitFor(lambda: "UNAUTHENTICATED" in agent.text())
         with socket.create_connection(("127.0.0.1", port)):
-            await _waitFor(lambda: "connection from 127.0.0.1" in agent.text())
+            await _waitFor(lambda: "agent: connection from 127.0.0.1" in agent.text())
 
     async def test_badConfigEndsWithOneLine(self) -> None:
         path = _write(self, "listen: tcp:4129\ntls:\n  mode: mutal\n")

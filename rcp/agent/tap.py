@@ -8,9 +8,9 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from ..options import ConfigOptions
-from ..rpc import MethodRegistry, RpcFactory, RpcProtocol
 from ..service import ListeningService, SecurityNotice, secureServerFactory
 from ..settings import AgentSettings
+from .service import SimulatedSatellite
 
 log = Logger()
 
@@ -32,6 +32,7 @@ class Options(ConfigOptions):
             "Twisted server endpoint string to listen on, such as tcp:4129"
             " (overrides the setting listen)",
         ],
+        ["everest", None, None, "the EVerest side: sim (overrides the setting everest)"],
     ]
     optFlags = [
         [
@@ -40,15 +41,11 @@ class Options(ConfigOptions):
             "plain TCP, unauthenticated: only for links to C++ boards (sets tls.mode: plain)",
         ],
     ]
-    overrides = {"listen": "listen"}
+    overrides = {"listen": "listen", "everest": "everest"}
     flagOverrides = {"plain": ("tls.mode", "plain")}
 
 
 Options.longdesc = " ".join((Options.__doc__ or "").split())
-
-
-def _controllerConnected(protocol: RpcProtocol) -> None:
-    log.info("rcp-agent: connection from {peer}", peer=protocol.peer)
 
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:
@@ -59,10 +56,15 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
     SecurityNotice("rcp-agent", options.credentials).setServiceParent(top)
 
-    methods = MethodRegistry()
-    factory = RpcFactory(reactor, methods, settings.rpc.limits(), _controllerConnected)
+    everest = SimulatedSatellite(reactor, settings, options.credentials)
+    everest.setName("everest")
+    everest.setServiceParent(top)
+
     rpc = ListeningService(
-        "rcp-agent", settings.listen, secureServerFactory(factory, options.credentials), reactor
+        "rcp-agent",
+        settings.listen,
+        secureServerFactory(everest.factory(), options.credentials),
+        reactor,
     )
     rpc.setName("rpc")
     rpc.setServiceParent(top)

@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -171,7 +172,9 @@ class ControllerLink:
     def _drop(self) -> None:
         proto, self._proto = self._proto, None
         if proto is not None:
-            proto.abort()
+            # not from inside the protocol's own dataReceived: a TLS
+            # transport cannot be closed re-entrantly
+            self.clock.callLater(0, proto.abort)
 
     def _linkSynced(self) -> None:
         self.synced = True
@@ -188,8 +191,10 @@ class ControllerLink:
         self._proto = None  # the loss that follows is ours
         self.synced = False
         d = proto.call(EXIT, timeout=EXIT_TIMEOUT)
-        d.addBoth(lambda _: proto.disconnect())
-        self._exitSaid = d
+        d.addBoth(lambda _: self.clock.callLater(0, proto.disconnect))
+        # Fire in a later turn: whoever waits may stop the reactor, which
+        # must not close this TLS connection from inside its dataReceived.
+        self._exitSaid = d.addBoth(lambda _: deferLater(self.clock, 0, lambda: None))
 
     def _ended(self, code: int, reason: str) -> None:
         self.synced = False

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
 from ..options import ConfigOptions
-from ..rpc import MethodRegistry, RpcFactory, RpcProtocol
 from ..service import SecurityNotice, secureClientEndpoint
 from ..settings import ControllerSettings
+from .service import SimulatedController, exitProcess
 
 log = Logger()
 
@@ -40,6 +40,7 @@ class Options(ConfigOptions):
             None,
             "name in the agent's certificate, such as satellite-1 (overrides tls.peer_name)",
         ],
+        ["everest", None, None, "the EVerest side: sim (overrides the setting everest)"],
     ]
     optFlags = [
         [
@@ -48,38 +49,30 @@ class Options(ConfigOptions):
             "plain TCP, unauthenticated: only for links to C++ boards (sets tls.mode: plain)",
         ],
     ]
-    overrides = {"peer": "peer", "peer-name": "tls.peer_name"}
+    overrides = {"peer": "peer", "peer-name": "tls.peer_name", "everest": "everest"}
     flagOverrides = {"plain": ("tls.mode", "plain")}
 
 
 Options.longdesc = " ".join((Options.__doc__ or "").split())
 
 
-def _agentConnected(protocol: RpcProtocol) -> None:
-    log.info("rcp-controller: connected to the agent at {peer}", peer=protocol.peer)
-
-
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(
+    options: Options, reactor: Any = None, end: Callable[[int, str], None] | None = None
+) -> MultiService:
+    """
+    @param end: how to end the process after a loss of sync (by default:
+        stop the reactor, then exit with the code).
+    """
     if reactor is None:
         from twisted.internet import reactor
     settings: ControllerSettings = options.settings
     top = MultiService()
 
     SecurityNotice("rcp-controller", options.credentials, settings.peerName).setServiceParent(top)
-
-    factory = RpcFactory(reactor, MethodRegistry(), settings.rpc.limits(), _agentConnected)
     endpoint = secureClientEndpoint(
         clientFromString(reactor, settings.peer), options.credentials, settings.peerName
     )
-    rpc = ClientService(
-        endpoint,
-        factory,
-        retryPolicy=backoffPolicy(
-            initialDelay=settings.reconnect.initial_delay,
-            maxDelay=settings.reconnect.max_delay,
-        ),
-        clock=reactor,
-    )
-    rpc.setName("rpc")
-    rpc.setServiceParent(top)
+    link = SimulatedController(reactor, settings, endpoint, end or exitProcess(reactor))
+    link.setName("link")
+    link.setServiceParent(top)
     return top

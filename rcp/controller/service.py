@@ -1,0 +1,76 @@
+"""The controller as a service: one satellite link and the main board's EVerest side."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+
+from ..settings import ControllerSettings
+from ..station import MainSide
+from .link import ControllerLink
+
+
+def exitProcess(reactor: Any) -> Callable[[int, str], None]:
+    """
+    End the process with C{code} after a clean shutdown of the service tree:
+    systemd restarts the station into a fresh common start.
+    """
+
+    def end(code: int, reason: str) -> None:
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, code)
+        reactor.callLater(0, reactor.stop)
+
+    return end
+
+
+class SimulatedController(Service):
+    """``--everest sim``: the link, with the main board's EVerest simulated in this process."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: ControllerSettings,
+        endpoint: IStreamClientEndpoint,
+        end: Callable[[int, str], None],
+    ) -> None:
+        self.main = MainSide(
+            reactor, settings.sim.evse_id, settings.sim.accepted_tokens, self._note
+        )
+        self.link = ControllerLink(
+            self.main.controller,
+            reactor,
+            endpoint,
+            self._ended(end),
+            settings.timings(),
+            settings.rpc.limits(),
+            settings.link.hold_time,
+        )
+
+    def _note(self, board: str, text: str) -> None:
+        self.log.info("{board}: {text}", board=board, text=text)
+
+    def _ended(self, end: Callable[[int, str], None]) -> Callable[[int, str], None]:
+        def ended(code: int, reason: str) -> None:
+            self.log.warn(
+                "rcp-controller: ending with exit code {code}: {reason}", code=code, reason=reason
+            )
+            end(code, reason)
+
+        return ended
+
+    def startService(self) -> None:
+        super().startService()
+        self.main.start()
+        self.link.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.link.stop()
