@@ -18,6 +18,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from ..everest.interface import IEverestModule
+from ..halting import Haltable
 from ..rpc import MethodRegistry, RpcLimits, RpcProtocol
 from ..sync import AgentSync, AgentSyncCore, SyncTimings
 from ..tunnel.agent import AgentTunnel
@@ -28,7 +29,7 @@ from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
 RESET_DELAY = 0.25
 
 
-class AgentLink:
+class AgentLink(Haltable):
     """
     @param resetBoard: soft-resets this board (called with the reason); the
         agent and its EVerest side start again from scratch.
@@ -56,17 +57,16 @@ class AgentLink:
             AgentSyncCore(
                 clock=clock,
                 timings=timings or SyncTimings(),
-                registerMethods=self._guard(self._registerMethods),
-                linkSynced=self._guard(self._linkSynced),
-                closeLink=self._guard(self._closeLink),
-                resetBoard=self._guard(self._reset),
+                registerMethods=self.guard(self._registerMethods),
+                linkSynced=self.guard(self._linkSynced),
+                closeLink=self.guard(self._closeLink),
+                resetBoard=self.guard(self._reset),
             )
         )
         self._session: RpcProtocol | None = None
         self._sessionMethods: MethodRegistry | None = None
         self._connections: set[RpcProtocol] = set()
         self._closed = False
-        self._halted = False
         self.resetReason: str | None = None
         self.everestReady: Deferred[None] | None = None
         self.tunnel.provide()
@@ -77,18 +77,11 @@ class AgentLink:
         The board goes down (reset, power loss): drop every connection at
         once and do nothing more, whatever timers were still running.
         """
-        self._halted = True
+        self.halted = True
         self._closed = True
         self.queue.close()
         for proto in list(self._connections):
             proto.abort()
-
-    def _guard(self, effect: Callable[..., None]) -> Callable[..., None]:
-        def guarded(*args: Any) -> None:
-            if not self._halted:
-                effect(*args)
-
-        return guarded
 
     # -- connections ----------------------------------------------------------
 

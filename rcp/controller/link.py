@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..everest.interface import IEverestModule
+from ..halting import Haltable
 from ..rpc import CallTimeout, MethodRegistry, NotConnected, RpcFactory, RpcLimits, RpcProtocol
 from ..sync import ControllerSync, ControllerSyncCore, SyncTimings
 from ..tunnel.controller import SATELLITE, ControllerTunnel
@@ -30,7 +31,7 @@ POLL_INTERVAL = 0.025
 EXIT_TIMEOUT = 2.0
 
 
-class ControllerLink:
+class ControllerLink(Haltable):
     """
     @param end: ends this process (or, in a simulation, restarts the
         station) with an exit code and a reason, after a loss of sync.
@@ -58,7 +59,6 @@ class ControllerLink:
         self._proto: RpcProtocol | None = None
         self._hereCall: Deferred[Any] | None = None
         self._polling = False
-        self._halted = False
         self.synced = False
         self.ended: tuple[int, str] | None = None
         self.everestReady: Deferred[None] | None = None
@@ -68,14 +68,14 @@ class ControllerLink:
             ControllerSyncCore(
                 clock=clock,
                 timings=self.timings,
-                connect=self._guard(self._connect),
-                callHere=self._guard(self._callHere),
-                cancelHere=self._guard(self._cancelHere),
-                callReady=self._guard(self._callReady),
-                dropConnection=self._guard(self._drop),
-                linkSynced=self._guard(self._linkSynced),
-                sayExit=self._guard(self._sayExit),
-                end=self._guard(self._ended),
+                connect=self.guard(self._connect),
+                callHere=self.guard(self._callHere),
+                cancelHere=self.guard(self._cancelHere),
+                callReady=self.guard(self._callReady),
+                dropConnection=self.guard(self._drop),
+                linkSynced=self.guard(self._linkSynced),
+                sayExit=self.guard(self._sayExit),
+                end=self.guard(self._ended),
             )
         )
         self.tunnel.provide()
@@ -89,19 +89,12 @@ class ControllerLink:
         The process dies (as on a crash or a restart of the main board): the
         connection drops at once, nothing more happens.
         """
-        self._halted = True
+        self.halted = True
         self._polling = False
         self.synced = False
         proto, self._proto = self._proto, None
         if proto is not None:
             proto.abort()
-
-    def _guard(self, effect: Callable[..., None]) -> Callable[..., None]:
-        def guarded(*args: Any) -> None:
-            if not self._halted:
-                effect(*args)
-
-        return guarded
 
     def stop(self) -> Deferred[None]:
         """Shut down on purpose: tell a synchronised agent with ``exit``."""

@@ -107,8 +107,14 @@ def makeError(
     description: str = "",
     severity: str = "Low",
     mapping: dict[str, int] | None = None,
+    timestamp: str | None = None,
 ) -> dict[str, Any]:
-    """A complete EVerest error object in state Active (every key a receiver requires)."""
+    """
+    A complete EVerest error object in state Active (every key a receiver
+    requires).
+
+    @param timestamp: RFC 3339 time of the error; default: now, by the wall clock.
+    """
     origin: dict[str, Any] = {"module_id": moduleId, "implementation_id": implementationId}
     if mapping is not None:
         origin["mapping"] = mapping
@@ -119,7 +125,7 @@ def makeError(
         "description": description,
         "origin": origin,
         "severity": severity,
-        "timestamp": rfc3339(datetime.now(UTC)),
+        "timestamp": timestamp if timestamp is not None else rfc3339(datetime.now(UTC)),
         "uuid": str(uuid.uuid4()),
         "state": "Active",
         "vendor_id": "everest",

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from ..interface import makeError, rfc3339
+from ..interface import rfc3339
 
 
 def now(clock: IReactorTime) -> datetime:
@@ -41,29 +40,3 @@ def secondsUntil(clock: IReactorTime, moment: object) -> float:
 def sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
     """A cancellable pause of C{seconds} on C{clock}."""
     return deferLater(clock, max(0.0, seconds), lambda: None)
-
-
-def clockError(
-    clock: IReactorTime,
-    type: str,
-    moduleId: str,
-    implementationId: str,
-    message: str = "",
-    subType: str = "",
-    description: str = "",
-    severity: str = "Low",
-    mapping: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    """L{makeError}, stamped with the clock's time rather than the wall clock's."""
-    error = makeError(
-        type,
-        moduleId,
-        implementationId,
-        message=message,
-        subType=subType,
-        description=description,
-        severity=severity,
-        mapping=mapping,
-    )
-    error["timestamp"] = timestamp(clock)
-    return error

@@ -20,8 +20,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..interface import IEverestModule, cleared
-from .common import clockError, timestamp
+from ..interface import IEverestModule, cleared, makeError
+from .common import timestamp
 
 #: implementation ids of the manifest
 EVSE: Final = "evse"
@@ -249,8 +249,7 @@ class EvseManagerSim:
         @return: the raised error object.
         """
         fullType = type if "/" in type else ERROR_NAMESPACE + type
-        error = clockError(
-            self.clock,
+        error = makeError(
             fullType,
             self.module.moduleId,
             EVSE,
@@ -258,6 +257,7 @@ class EvseManagerSim:
             subType=sub_type,
             severity="High",
             mapping=self.module.mapping(),
+            timestamp=timestamp(self.clock),
         )
         self.activeErrors[(fullType, sub_type)] = error
         self.module.raiseError(EVSE, error)
