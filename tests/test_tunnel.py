@@ -86,7 +86,8 @@ class Harness:
         self.agent = AgentTunnel(self.agentModule, self.queue)
         self.agent.provide()
         self.agent.subscribe()
-        methods = MethodRegistry(self.agent.methods())
+        methods = MethodRegistry()
+        self.agent.register(methods)
         methods.register(RETRIEVE, self.queue.retrieve)
         self.client, self.server, self.pump = connectedServerAndClient(
             lambda: RpcProtocol(self.clock, methods),

@@ -137,8 +137,7 @@ class AgentLink(Haltable):
 
     def _registerMethods(self) -> None:
         assert self._sessionMethods is not None
-        for name, handler in self.tunnel.methods().items():
-            self._sessionMethods.register(name, handler)
+        self.tunnel.register(self._sessionMethods)
         self._sessionMethods.register(RETRIEVE, self._retrieve)
 
     def _linkSynced(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,6 +59,7 @@ class ControllerLink(Haltable):
         self._proto: RpcProtocol | None = None
         self._hereCall: Deferred[Any] | None = None
         self._polling = False
+        self._nextPoll: IDelayedCall | None = None
         self.synced = False
         self.ended: tuple[int, str] | None = None
         self.everestReady: Deferred[None] | None = None
@@ -90,7 +91,7 @@ class ControllerLink(Haltable):
         connection drops at once, nothing more happens.
         """
         self.halted = True
-        self._polling = False
+        self._stopPolling()
         self.synced = False
         proto, self._proto = self._proto, None
         if proto is not None:
@@ -99,7 +100,7 @@ class ControllerLink(Haltable):
     def stop(self) -> Deferred[None]:
         """Shut down on purpose: tell a synchronised agent with ``exit``."""
         self._exitSaid: Deferred[None] = succeed(None)
-        self._polling = False
+        self._stopPolling()
         self.sync.stop()
         return self._exitSaid
 
@@ -191,7 +192,7 @@ class ControllerLink(Haltable):
 
     def _ended(self, code: int, reason: str) -> None:
         self.synced = False
-        self._polling = False
+        self._stopPolling()
         self.ended = (code, reason)
         self.log.warn(
             "controller: link ended ({reason}); exit code {code}", reason=reason, code=code
@@ -201,7 +202,14 @@ class ControllerLink(Haltable):
 
     # -- events from the agent ----------------------------------------------
 
+    def _stopPolling(self) -> None:
+        self._polling = False
+        if self._nextPoll is not None and self._nextPoll.active():
+            self._nextPoll.cancel()
+        self._nextPoll = None
+
     def _poll(self) -> None:
+        self._nextPoll = None
         if not self._polling or self._proto is None:
             return
         started = self.clock.seconds()
@@ -217,7 +225,7 @@ class ControllerLink(Haltable):
             count = 0
         if count == 0 and self.clock.seconds() - started < self.holdTime / 2:
             # The agent does not hold empty polls (a C++ agent): pace them.
-            self.clock.callLater(POLL_INTERVAL, self._poll)
+            self._nextPoll = self.clock.callLater(POLL_INTERVAL, self._poll)
         else:
             self._poll()
 
@@ -228,7 +236,7 @@ class ControllerLink(Haltable):
             pass  # the machine hears of it from the connection itself
         elif self._proto is not None and self._polling:
             self.log.error("controller: poll failed: {error}", error=failure.getErrorMessage())
-            self.clock.callLater(1.0, self._poll)
+            self._nextPoll = self.clock.callLater(1.0, self._poll)
 
     def _observe(self, rpcName: str, result: Any) -> None:
         if rpcName == "system_update_firmware" and result in ("Accepted", "AcceptedCanceled"):

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ..everest.interface import CommandError, IEverestModule
-from ..rpc import Handler, HandlerError
+from ..rpc import Handler, HandlerError, MethodRegistry
 from .events import EventQueue
 from .table import (
     CHANNELS,
@@ -46,22 +46,21 @@ class AgentTunnel:
         self.queue = queue
         self._observe = observe
 
-    def methods(self) -> dict[str, Handler]:
-        """The tunnelled RPC methods (offered after the first ``i_am_here``)."""
-        methods: dict[str, Handler] = {}
+    def register(self, methods: MethodRegistry) -> None:
+        """Offer the tunnelled RPC methods (after the first ``i_am_here``)."""
         for channel in CHANNELS:
             for command in channel.commands:
-                methods[channel.rpcName(command)] = self._commandMethod(channel, command)
-        methods[PUSH_VAR] = self._pushVar
-        return methods
+                methods.register(
+                    channel.rpcName(command),
+                    self._commandMethod(channel, command),
+                    len(command.args),  # rpclib's argument count check
+                )
+        methods.register(PUSH_VAR, self._pushVar, 1)
 
     def _commandMethod(self, channel: Channel, command: Command) -> Handler:
-        names = [arg.name for arg in command.args]
         rpcName = channel.rpcName(command)
 
         def handler(*wire: Any) -> Deferred[Any]:
-            if len(wire) != len(names):  # the registry checks this already
-                raise HandlerError(f"{rpcName}: expected {len(names)} arguments")
             if not self.everest.connections(channel.name):
                 if command.absent is REQUIRED:
                     raise HandlerError(f"{rpcName}: {channel.name} is not connected on this board")
