@@ -10,7 +10,6 @@ from twisted.logger import Logger
 from ..options import ConfigOptions
 from ..service import ListeningService, SecurityNotice, secureServerFactory
 from ..settings import AgentSettings
-from .service import SimulatedSatellite
 
 log = Logger()
 
@@ -55,6 +54,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     top = MultiService()
 
     SecurityNotice("rcp-agent", options.credentials).setServiceParent(top)
+
+    # the simulation is imported only when it is used
+    from .service import SimulatedSatellite
 
     everest = SimulatedSatellite(reactor, settings, options.credentials)
     everest.setName("everest")

@@ -12,7 +12,6 @@ from twisted.logger import Logger
 from ..options import ConfigOptions
 from ..service import SecurityNotice, secureClientEndpoint
 from ..settings import ControllerSettings
-from .service import SimulatedController, exitProcess
 
 log = Logger()
 
@@ -72,6 +71,9 @@ def makeService(
     endpoint = secureClientEndpoint(
         clientFromString(reactor, settings.peer), options.credentials, settings.peerName
     )
+    # the simulation is imported only when it is used
+    from .service import SimulatedController, exitProcess
+
     link = SimulatedController(reactor, settings, endpoint, end or exitProcess(reactor))
     link.setName("link")
     link.setServiceParent(top)

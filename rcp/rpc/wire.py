@@ -37,6 +37,7 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
 # One transport read may complete a message and start the next one: the
 # framer's buffer must hold a full message plus one read.
 _READ_SLACK: Final = 1 << 17
+_INITIAL_BUFFER: Final = 1 << 16
 
 
 @dataclass(slots=True)
@@ -95,7 +96,12 @@ class Framer:
 
     def __init__(self, maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._max = maxMessageSize
-        self._skipper = msgpack.Unpacker(max_buffer_size=maxMessageSize + _READ_SLACK)
+        # read_size: start small and grow only for large messages (msgpack
+        # would otherwise allocate and touch the whole limit per connection)
+        self._skipper = msgpack.Unpacker(
+            max_buffer_size=maxMessageSize + _READ_SLACK,
+            read_size=min(_INITIAL_BUFFER, maxMessageSize + _READ_SLACK),
+        )
         self._buffer = bytearray()
         # skipper.tell() of the first byte in _buffer
         self._base = 0
