@@ -21,6 +21,7 @@ setup(
         "msgpack >= 1.0",
         "pyyaml >= 6.0",
         "cryptography >= 41",
+        "paho-mqtt >= 2.0",
     ],
     extras_require={
         "test": ["hypothesis >= 6", "pynvim >= 0.5"],

@@ -439,6 +439,10 @@ class MqttConnection:
 
     def _socketOpened(self, client: Client, userdata: Any, sock: Any) -> None:
         self._socketObject = sock
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # MQTT is small request/answer packets: without this, Nagle and
+            # delayed ACKs hold a packet back ~40 ms (paho does not set it)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket = _PahoSocket(self, sock.fileno())
         self._writing = False
         self.reactor.addReader(self._socket)

@@ -139,7 +139,6 @@ class MqttModule:
         self._handlers: dict[tuple[str, str], CommandHandler] = {}
         self._pending: dict[str, _PendingCall] = {}
         self._responseTopics: set[str] = set()
-        self._varTopics: set[str] = set()
         self._errorCallbacks: list[ErrorCallback] = []
         self._subscriptions: list[Deferred[bool]] = []
         self._readyWaiters: list[Deferred[None]] = []
@@ -430,6 +429,11 @@ class MqttModule:
             return
         _, implementation, command = parsed
         label = f"{implementation}.{command}"
+        if message.retain:
+            # the framework never retains a call: a stale one on the broker
+            # would run again at every start
+            self._dropCall(label, "retained")
+            return
         try:
             payload = wire.loads(message.payload)
         except MalformedMessage as e:
@@ -559,8 +563,12 @@ class MqttModule:
         return "HandlerException", str(error) or type(error).__name__
 
     def _answer(self, implementation: str, command: str, origin: str, payload: bytes) -> None:
+        # a stopped module still answers (Shutdown) while it can: a C++
+        # caller would wait 300 s for an answer that never comes
         self._publish(
-            self.topics.commandResponse(self.moduleId, implementation, command, origin), payload
+            self.topics.commandResponse(self.moduleId, implementation, command, origin),
+            payload,
+            evenStopped=True,
         )
 
     # -- commands we call --------------------------------------------------------
@@ -733,9 +741,9 @@ class MqttModule:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _publish(self, topic: str, payload: bytes) -> bool:
+    def _publish(self, topic: str, payload: bytes, evenStopped: bool = False) -> bool:
         """Publish at QoS 2, not retained; C{False} when stopped or not connected."""
-        if self.stopped:
+        if self.stopped and not evenStopped:
             self.log.debug(
                 "{module}: stopped, not publishing {topic}", module=self.moduleId, topic=topic
             )
