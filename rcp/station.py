@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -93,6 +93,7 @@ class SatelliteBoard:
         self.bootReason = "PowerUp"
         self.resetting = False
         self._listening: IListeningPort | None = None
+        self._rebootCall: IDelayedCall | None = None
         self.bus: SimBus
         self.evse: EvseManagerSim
         self.system: SystemSim
@@ -163,12 +164,21 @@ class SatelliteBoard:
         self.resetting = True
         self.note(self.name, f"resets: {reason}")
         self.powerOff()
-        self.reactor.callLater(self.options.bootTime, self._reboot)
+        self._rebootCall = self.reactor.callLater(self.options.bootTime, self._reboot)
 
     def _reboot(self) -> None:
+        self._rebootCall = None
         Deferred.fromCoroutine(self.boot()).addErrback(
             lambda f: self.log.failure("{board}: boot failed", f, board=self.name)
         )
+
+    def stop(self) -> None:
+        """Switched off for good: down now, and no reboot to come."""
+        if self._rebootCall is not None and self._rebootCall.active():
+            self._rebootCall.cancel()
+        self._rebootCall = None
+        if not self.resetting and hasattr(self, "link"):
+            self.powerOff()
 
     def powerOff(self) -> None:
         self.link.halt()
@@ -255,8 +265,10 @@ class MainBoard:
         self.auth: AuthSim
         self.engineer: SimModule
         self._syncWaiters: list[Deferred[None]] = []
+        self._bootCall: IDelayedCall | None = None
 
     def boot(self) -> None:
+        self._bootCall = None
         self.boots += 1
         self.restarting = False
         bus = self.bus = SimBus(self.reactor, "main")
@@ -335,7 +347,15 @@ class MainBoard:
         self.restarting = True
         self.note("main", f"restarts: {reason}")
         self.powerOff()
-        self.reactor.callLater(self.options.bootTime, self.boot)
+        self._bootCall = self.reactor.callLater(self.options.bootTime, self.boot)
+
+    def stop(self) -> None:
+        """Switched off for good: down now, and no restart to come."""
+        if self._bootCall is not None and self._bootCall.active():
+            self._bootCall.cancel()
+        self._bootCall = None
+        if hasattr(self, "bus"):
+            self.powerOff()
 
     def powerOff(self) -> None:
         for link in self.links:
@@ -380,7 +400,7 @@ class Station:
         await self.main.whenReady()
 
     def stop(self) -> None:
-        self.main.powerOff()
+        """Every board off, with no reboot or restart still to come."""
+        self.main.stop()
         for satellite in self.satellites:
-            if not satellite.resetting:
-                satellite.powerOff()
+            satellite.stop()

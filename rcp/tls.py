@@ -20,6 +20,7 @@ from OpenSSL.crypto import FILETYPE_PEM
 from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import (
+    IAddress,
     IOpenSSLClientConnectionCreator,
     IProtocolFactory,
     IStreamClientEndpoint,
@@ -32,7 +33,7 @@ from twisted.internet.ssl import (
     TLSVersion,
     optionsForClientTLS,
 )
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 
 class TlsFileError(Exception):
@@ -131,9 +132,24 @@ def serverOptions(credentials: Credentials) -> CertificateOptions:
     )
 
 
+class _ServerFactory(TLSMemoryBIOFactory):
+    """
+    A TLS server factory that keeps the wrapped factory's refusals: when it
+    builds no protocol (C{None}), the connection is refused, as without TLS.
+    (L{TLSMemoryBIOFactory} would wrap C{None} and fail on every event of
+    that connection.)
+    """
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)
+
+
 def serverFactory(credentials: Credentials, factory: IProtocolFactory) -> TLSMemoryBIOFactory:
     """Wrap a server factory so every connection is mutual TLS."""
-    return TLSMemoryBIOFactory(serverOptions(credentials), False, factory)
+    return _ServerFactory(serverOptions(credentials), False, factory)
 
 
 def clientCreator(credentials: Credentials, peerName: str) -> IOpenSSLClientConnectionCreator:

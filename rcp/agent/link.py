@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -68,6 +68,7 @@ class AgentLink(Haltable):
         self._connections: set[RpcProtocol] = set()
         self._closed = False
         self.resetReason: str | None = None
+        self._resetCall: IDelayedCall | None = None
         self.everestReady: Deferred[None] | None = None
         self.tunnel.provide()
         self.tunnel.subscribe()
@@ -82,6 +83,9 @@ class AgentLink(Haltable):
         self.queue.close()
         for proto in list(self._connections):
             proto.abort()
+        if self._resetCall is not None and self._resetCall.active():
+            self._resetCall.cancel()  # the board is down already
+        self._resetCall = None
 
     # -- connections ----------------------------------------------------------
 
@@ -154,7 +158,7 @@ class AgentLink(Haltable):
     def _reset(self, reason: str) -> None:
         self.resetReason = reason
         self.log.warn("agent: resetting the board: {reason}", reason=reason)
-        self.clock.callLater(RESET_DELAY, self._resetBoard, reason)
+        self._resetCall = self.clock.callLater(RESET_DELAY, self._resetBoard, reason)
 
     def _overflowed(self) -> None:
         self.sync.queueOverflowed()

@@ -58,5 +58,4 @@ class SimulatedSatellite(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if not self.board.resetting and hasattr(self.board, "link"):
-            self.board.powerOff()
+        self.board.stop()

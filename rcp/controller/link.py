@@ -90,9 +90,13 @@ class ControllerLink(Haltable):
         The process dies (as on a crash or a restart of the main board): the
         connection drops at once, nothing more happens.
         """
+        wasSynced, self.synced = self.synced, False
         self.halted = True
         self._stopPolling()
-        self.synced = False
+        if not wasSynced:
+            # The start-up machine's timers (i_am_here timeout, retry) die
+            # with the process; its effects are no-ops from now on.
+            self.sync.stop()
         proto, self._proto = self._proto, None
         if proto is not None:
             proto.abort()
@@ -118,6 +122,9 @@ class ControllerLink(Haltable):
         d.addCallbacks(self._connected, self._connectFailed)
 
     def _connected(self, proto: RpcProtocol) -> None:
+        if self.halted:
+            proto.abort()  # an attempt of a process that has died since
+            return
         self._proto = proto
         proto.whenDisconnected().addCallback(lambda reason: self._lost(proto, reason))
         self.sync.connected()

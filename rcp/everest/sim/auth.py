@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..interface import IEverestModule
+from ..interface import CommandError, IEverestModule
 
 #: the implementation id of the manifest
 MAIN: Final = "main"
@@ -136,6 +136,8 @@ class AuthSim:
             view.evseId = evse["id"]
 
     def _failed(self, failure: Failure) -> None:
+        if isinstance(failure.value, CommandError) and failure.value.kind == "Shutdown":
+            return  # this board is going down: nothing to report
         self.log.failure("{module}: failed", failure, module=self.module.moduleId)
 
     # -- what the EVSEs tell ----------------------------------------------------

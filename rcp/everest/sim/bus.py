@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -58,6 +58,8 @@ class SimBus:
         self._modules: dict[str, SimModule] = {}
         self._ready: set[str] = set()
         self._readyWaiters: list[Deferred[None]] = []
+        # commands not answered yet: their results and timeouts
+        self._pendingCalls: dict[Deferred[Any], IDelayedCall] = {}
         self.globallyReady = False
         self.running = True
 
@@ -76,11 +78,21 @@ class SimBus:
         return module
 
     def shutdown(self) -> None:
-        """The board goes down: nothing is delivered any more."""
+        """
+        The board goes down: nothing is delivered any more, and the commands
+        still running fail with C{Shutdown}.
+        """
         self.running = False
         self._varSubscribers.clear()
         self._errorSubscribers.clear()
         self._commands.clear()
+        # A command still running fails now: no answer can arrive any more,
+        # and its timeout must not outlive the board.
+        pending, self._pendingCalls = self._pendingCalls, {}
+        for result, timer in pending.items():
+            if timer.active():
+                timer.cancel()
+            result.errback(CommandError("Shutdown", f"{self.name} shut down during the command"))
 
     # -- what SimModule uses ------------------------------------------------
 
@@ -105,17 +117,21 @@ class SimBus:
             result.errback(CommandError("Shutdown", f"{self.name} is shut down"))
             return result
         handler = self._commands.get((*endpoint, command))
-        timer = self.clock.callLater(
-            self.commandTimeout,
-            lambda: result.errback(
+
+        def expire() -> None:
+            self._pendingCalls.pop(result, None)
+            result.errback(
                 CommandError("CmdTimeout", f"{endpoint[0]}.{endpoint[1]}.{command} timed out")
-            ),
-        )
+            )
+
+        timer = self.clock.callLater(self.commandTimeout, expire)
+        self._pendingCalls[result] = timer
 
         def finish(outcome: Any) -> None:
             if not timer.active():
-                return  # timed out already
+                return  # timed out already, or the board shut down
             timer.cancel()
+            self._pendingCalls.pop(result, None)
             if isinstance(outcome, Failure):
                 if outcome.check(CommandError):
                     result.errback(outcome)
