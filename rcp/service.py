@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -32,6 +34,19 @@ def secureClientEndpoint(
         return endpoint
     assert peerName is not None
     return tls.clientEndpoint(credentials, peerName, endpoint)
+
+
+def exitProcess(reactor: Any) -> Callable[[int, str], None]:
+    """
+    End the process with C{code} after a clean shutdown of the service tree:
+    systemd restarts the station into a fresh common start.
+    """
+
+    def end(code: int, reason: str) -> None:
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, code)
+        reactor.callLater(0, reactor.stop)
+
+    return end
 
 
 class ListeningService(StreamServerEndpointService):

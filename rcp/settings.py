@@ -8,6 +8,7 @@ text is what the examples and ``--help`` say about it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -159,7 +160,71 @@ class ControllerTlsSettings(TlsSettings):
     )
 
 
-EverestSide = Literal["sim"]
+EverestSide = Literal["sim", "mqtt"]
+
+#: the broker EVerest uses unless told otherwise (env: see L{MqttSettings.broker})
+DEFAULT_MQTT_HOST = "127.0.0.1"
+DEFAULT_MQTT_PORT = 1883
+
+
+def _portNumber(value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be a port number (1 to 65535), got {value}")
+
+
+def _moduleIds(value: list[str]) -> None:
+    for moduleId in value:
+        if not moduleId or any(c in moduleId for c in "/+#") or moduleId.strip() != moduleId:
+            raise ValueError(f"{moduleId!r} cannot be an EVerest module id")
+    if len(set(value)) != len(value):
+        raise ValueError("a module id appears twice")
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = setting(
+        DEFAULT_MQTT_HOST,
+        help=(
+            "the MQTT broker of this board's EVerest (env MQTT_SERVER_ADDRESS wins, as in EVerest)"
+        ),
+    )
+    port: int = setting(
+        DEFAULT_MQTT_PORT,
+        help="the broker's port (env MQTT_SERVER_PORT wins, as in EVerest)",
+        check=_portNumber,
+    )
+    prefix: str = setting(
+        "everest",
+        help="the everest topic prefix (EVerest: settings.mqtt_everest_prefix); / is appended",
+    )
+    module_ids: list[str] = setting(
+        help=(
+            "ids of the modules this process is in the EVerest config (marked standalone):"
+            " the agent one SatelliteAgent, a controller one or more SatelliteController"
+        ),
+        factory=list,
+        check=_moduleIds,
+    )
+
+    def broker(self, environ: Mapping[str, str]) -> tuple[str, int]:
+        """
+        The broker's host and port: the environment variables EVerest itself
+        reads win over these settings.
+
+        @raise ConfigError: C{MQTT_SERVER_PORT} is not a port number.
+        """
+        host = environ.get("MQTT_SERVER_ADDRESS") or self.host
+        port = self.port
+        text = environ.get("MQTT_SERVER_PORT")
+        if text:
+            try:
+                port = int(text)
+                _portNumber(port)
+            except ValueError:
+                raise ConfigError(
+                    f"environment MQTT_SERVER_PORT={text!r} is not a port number", "mqtt.port"
+                ) from None
+        return host, port
 
 
 @dataclass(frozen=True)
@@ -193,12 +258,20 @@ class AgentSimSettings:
 
 @dataclass(frozen=True)
 class AgentSettings:
-    listen: str = setting(
-        f"tcp:{DEFAULT_AGENT_PORT}",
-        help="Twisted server endpoint string the agent listens on",
+    listen: str | None = setting(
+        None,
+        help=(
+            "Twisted server endpoint string the agent listens on;"
+            f" default tcp:{DEFAULT_AGENT_PORT},"
+            " with everest: mqtt tcp:<port of the SatelliteAgent module config>"
+        ),
         check=serverEndpoint,
     )
-    everest: EverestSide = setting("sim", help="the EVerest side: sim (simulated, built in)")
+    everest: EverestSide = setting(
+        "sim",
+        help="the EVerest side: sim (simulated, built in) or mqtt (a standalone module of EVerest)",
+    )
+    mqtt: MqttSettings = setting(help="with everest: mqtt", factory=MqttSettings)
     tls: TlsSettings = setting(help="link security", factory=TlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
@@ -206,6 +279,19 @@ class AgentSettings:
 
     def timings(self) -> SyncTimings:
         return SyncTimings(poll_watchdog=self.link.poll_watchdog)
+
+    def validate(self) -> None:
+        if self.everest == "mqtt" and len(self.mqtt.module_ids) != 1:
+            raise ConfigError(
+                "with everest: mqtt, give exactly one module id: the SatelliteAgent's id"
+                " in this board's EVerest config",
+                "mqtt.module_ids",
+            )
+
+    @property
+    def listenEndpoint(self) -> str:
+        """Where to listen when nothing else decides it."""
+        return self.listen if self.listen is not None else f"tcp:{DEFAULT_AGENT_PORT}"
 
 
 @dataclass(frozen=True)
@@ -248,11 +334,20 @@ class ControllerSimSettings:
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    peer: str = setting(
-        help="Twisted client endpoint string of the agent, such as tcp:host=10.0.0.2:port=4129",
+    peer: str | None = setting(
+        None,
+        help=(
+            "Twisted client endpoint string of the agent, such as tcp:host=10.0.0.2:port=4129;"
+            " required with everest: sim, with everest: mqtt it overrides the module config's"
+            " hostname and port"
+        ),
         check=clientEndpoint,
     )
-    everest: EverestSide = setting("sim", help="the EVerest side: sim (simulated, built in)")
+    everest: EverestSide = setting(
+        "sim",
+        help="the EVerest side: sim (simulated, built in) or mqtt (standalone modules of EVerest)",
+    )
+    mqtt: MqttSettings = setting(help="with everest: mqtt", factory=MqttSettings)
     tls: ControllerTlsSettings = setting(help="link security", factory=ControllerTlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: ControllerLinkSettings = setting(
@@ -270,7 +365,22 @@ class ControllerSettings:
         )
 
     def validate(self) -> None:
-        if self.tls.mode == "mutual" and self.tls.peer_name is None:
+        if self.everest == "sim" and self.peer is None:
+            raise ConfigError("missing (required with everest: sim)", "peer")
+        if self.everest == "mqtt":
+            if not self.mqtt.module_ids:
+                raise ConfigError(
+                    "with everest: mqtt, give the id of at least one SatelliteController"
+                    " module of this board's EVerest config",
+                    "mqtt.module_ids",
+                )
+            if self.peer is not None and len(self.mqtt.module_ids) > 1:
+                raise ConfigError(
+                    "one peer cannot serve several module ids: leave it out, each"
+                    " SatelliteController's hostname and port are used",
+                    "peer",
+                )
+        if self.peer is not None and self.tls.mode == "mutual" and self.tls.peer_name is None:
             host = endpointHost(self.peer)
             if host is None:
                 raise ConfigError(
@@ -289,4 +399,4 @@ class ControllerSettings:
     def peerName(self) -> str | None:
         if self.tls.peer_name is not None:
             return self.tls.peer_name
-        return endpointHost(self.peer)
+        return endpointHost(self.peer) if self.peer is not None else None

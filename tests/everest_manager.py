@@ -79,6 +79,9 @@ class ManagerDouble:
     @param expectReady: the modules whose ModuleReady it waits for before
         global ready (default: all of C{configs}).
     @param mappings: the C{mappings} of the config answer, by module id.
+    @param moduleNames: publish the retained C{{prefix}module_names} (C{{id:
+        ModuleName}} of C{configs}) at start and clear it at global ready,
+        as the real manager does.
     """
 
     log = Logger()
@@ -91,8 +94,10 @@ class ManagerDouble:
         configs: Mapping[str, dict[str, Any]],
         expectReady: Collection[str] | None = None,
         mappings: Mapping[str, Any] | None = None,
+        moduleNames: bool = False,
     ) -> None:
         self.prefix = prefix
+        self.moduleNames = moduleNames
         self.configs = dict(configs)
         self.expectReady = set(configs if expectReady is None else expectReady)
         self.mappings = dict(mappings or {})
@@ -108,6 +113,11 @@ class ManagerDouble:
         connection.start()
         await connection.whenConnected()
         p = self.prefix
+        if self.moduleNames:
+            names = {moduleId: c["module_name"] for moduleId, c in self.configs.items()}
+            await connection.publish(
+                f"{p}module_names", encode("GetConfigResponse", names), retain=True
+            )
         await connection.subscribe(f"{p}config/request", self._configRequest)
         await connection.subscribe(f"{p}modules/+/metadata", self._metadata)
         await connection.subscribe(f"{p}modules/+/ready", self._moduleReady)
@@ -170,6 +180,8 @@ class ManagerDouble:
             # global ready, a repeated module ready included
             self.globallyReady = True
             self.events.append(("global-ready",))
+            if self.moduleNames:
+                self.connection.publish(f"{self.prefix}module_names", b"", qos=0, retain=True)
             self.connection.publish(f"{self.prefix}ready", encode("GlobalReady", True))
             waiters, self._globalWaiters = self._globalWaiters, []
             for waiter in waiters:

@@ -136,7 +136,9 @@ class FileTests(SynchronousTestCase):
 
     def test_emptyFileMeansDefaults(self) -> None:
         path = self.write("# nothing\ntls: {mode: plain}\n")
-        self.assertEqual(load(AgentSettings, path).listen, "tcp:4129")
+        settings = load(AgentSettings, path)
+        self.assertIsNone(settings.listen)
+        self.assertEqual(settings.listenEndpoint, "tcp:4129")
 
     def test_badEndpoint(self) -> None:
         path = self.write("listen: 'nosuchtype:4129'\ntls: {mode: plain}\n")
@@ -177,9 +179,67 @@ class FileTests(SynchronousTestCase):
 class ControllerSettingsTests(SynchronousTestCase):
     def test_peerRequired(self) -> None:
         self.assertEqual(
-            str(self.assertRaises(ConfigError, fromMapping, ControllerSettings, {})),
-            "peer: missing (this setting is required)",
+            str(
+                self.assertRaises(
+                    ConfigError, fromMapping, ControllerSettings, {"tls": {"mode": "plain"}}
+                )
+            ),
+            "peer: missing (required with everest: sim)",
         )
+
+    def test_mqttNeedsNoPeer(self) -> None:
+        settings = fromMapping(
+            ControllerSettings,
+            {"everest": "mqtt", "tls": {"mode": "plain"}, "mqtt": {"module_ids": ["s1", "s2"]}},
+        )
+        self.assertIsNone(settings.peer)
+        self.assertEqual(settings.mqtt.module_ids, ["s1", "s2"])
+        self.assertEqual(settings.mqtt.broker({}), ("127.0.0.1", 1883))
+
+    def test_mqttModuleIds(self) -> None:
+        for data, problem in (
+            ({"everest": "mqtt"}, "mqtt.module_ids: with everest: mqtt, give the id"),
+            (
+                {
+                    "everest": "mqtt",
+                    "peer": "tcp:host=a:port=1",
+                    "mqtt": {"module_ids": ["a", "b"]},
+                },
+                "peer: one peer cannot serve several module ids",
+            ),
+            ({"mqtt": {"module_ids": ["a/b"]}}, "mqtt.module_ids: 'a/b' cannot be"),
+            ({"mqtt": {"module_ids": ["a", "a"]}}, "mqtt.module_ids: a module id appears twice"),
+        ):
+            data = {"tls": {"mode": "plain"}, "peer": "tcp:host=a:port=1", **data}
+            error = self.assertRaises(ConfigError, fromMapping, ControllerSettings, data)
+            self.assertTrue(str(error).startswith(problem), str(error))
+
+    def test_mqttBrokerFromTheEnvironment(self) -> None:
+        settings = fromMapping(
+            AgentSettings,
+            {
+                "everest": "mqtt",
+                "tls": {"mode": "plain"},
+                "mqtt": {"host": "broker", "port": 1884, "module_ids": ["agent"]},
+            },
+        )
+        self.assertEqual(settings.mqtt.broker({}), ("broker", 1884))
+        self.assertEqual(
+            settings.mqtt.broker({"MQTT_SERVER_ADDRESS": "10.0.0.1", "MQTT_SERVER_PORT": "1999"}),
+            ("10.0.0.1", 1999),
+        )
+        error = self.assertRaises(ConfigError, settings.mqtt.broker, {"MQTT_SERVER_PORT": "x"})
+        self.assertIn("MQTT_SERVER_PORT", str(error))
+
+    def test_agentMqttNeedsOneModuleId(self) -> None:
+        for ids in ([], ["a", "b"]):
+            error = self.assertRaises(
+                ConfigError,
+                fromMapping,
+                AgentSettings,
+                {"everest": "mqtt", "tls": {"mode": "plain"}, "mqtt": {"module_ids": ids}},
+            )
+            self.assertTrue(str(error).startswith("mqtt.module_ids: with everest: mqtt"))
 
     def test_peerNameFromHost(self) -> None:
         settings = fromMapping(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from ..options import ConfigOptions
-from ..service import ListeningService, SecurityNotice, secureServerFactory
+from ..service import ListeningService, SecurityNotice, exitProcess, secureServerFactory
 from ..settings import AgentSettings
 
 log = Logger()
@@ -31,7 +32,12 @@ class Options(ConfigOptions):
             "Twisted server endpoint string to listen on, such as tcp:4129"
             " (overrides the setting listen)",
         ],
-        ["everest", None, None, "the EVerest side: sim (overrides the setting everest)"],
+        [
+            "everest",
+            None,
+            None,
+            "the EVerest side: sim or mqtt (overrides the setting everest)",
+        ],
     ]
     optFlags = [
         [
@@ -47,13 +53,28 @@ class Options(ConfigOptions):
 Options.longdesc = " ".join((Options.__doc__ or "").split())
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(
+    options: Options, reactor: Any = None, end: Callable[[int, str], None] | None = None
+) -> MultiService:
+    """
+    @param end: how to end the process (C{everest: mqtt}; by default: stop
+        the reactor, then exit with the code).
+    """
     if reactor is None:
         from twisted.internet import reactor
     settings: AgentSettings = options.settings
     top = MultiService()
 
     SecurityNotice("rcp-agent", options.credentials).setServiceParent(top)
+
+    if settings.everest == "mqtt":
+        # the module listens itself, once EVerest told it the port
+        from .everest_mqtt import MqttSatellite
+
+        module = MqttSatellite(reactor, settings, options.credentials, end or exitProcess(reactor))
+        module.setName("everest")
+        module.setServiceParent(top)
+        return top
 
     # the simulation is imported only when it is used
     from .service import SimulatedSatellite
@@ -64,7 +85,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
     rpc = ListeningService(
         "rcp-agent",
-        settings.listen,
+        settings.listenEndpoint,
         secureServerFactory(everest.factory(), options.credentials),
         reactor,
     )

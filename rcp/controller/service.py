@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,22 +10,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..service import exitProcess
 from ..settings import ControllerSettings
 from ..station import MainSide
 from .link import ControllerLink
 
-
-def exitProcess(reactor: Any) -> Callable[[int, str], None]:
-    """
-    End the process with C{code} after a clean shutdown of the service tree:
-    systemd restarts the station into a fresh common start.
-    """
-
-    def end(code: int, reason: str) -> None:
-        reactor.addSystemEventTrigger("after", "shutdown", os._exit, code)
-        reactor.callLater(0, reactor.stop)
-
-    return end
+__all__ = ["SimulatedController", "exitProcess"]
 
 
 class SimulatedController(Service):

@@ -39,7 +39,12 @@ class Options(ConfigOptions):
             None,
             "name in the agent's certificate, such as satellite-1 (overrides tls.peer_name)",
         ],
-        ["everest", None, None, "the EVerest side: sim (overrides the setting everest)"],
+        [
+            "everest",
+            None,
+            None,
+            "the EVerest side: sim or mqtt (overrides the setting everest)",
+        ],
     ]
     optFlags = [
         [
@@ -68,6 +73,18 @@ def makeService(
     top = MultiService()
 
     SecurityNotice("rcp-controller", options.credentials, settings.peerName).setServiceParent(top)
+    if settings.everest == "mqtt":
+        from ..service import exitProcess
+        from .everest_mqtt import MqttController
+
+        modules = MqttController(
+            reactor, settings, options.credentials, end or exitProcess(reactor)
+        )
+        modules.setName("link")
+        modules.setServiceParent(top)
+        return top
+
+    assert settings.peer is not None  # required with everest: sim
     endpoint = secureClientEndpoint(
         clientFromString(reactor, settings.peer), options.credentials, settings.peerName
     )

@@ -1,0 +1,208 @@
+"""
+``everest: mqtt`` on a satellite: the agent is the standalone module
+SatelliteAgent of the board's real EVerest.
+
+Start-up, in EVerest's order: connect to the broker, get the module's
+configuration, make sure the station is not running already (see
+L{rcp.everest.mqtt.standalone}), build the link, listen.  ModuleReady goes
+out only when the link is synchronised with the controller (the link
+signals ready then).  A reset of the board asks the board's System for a
+soft reset (when one is connected) and ends this process; a lost broker
+ends it too: systemd starts it again, into a fresh common start.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config import ConfigError
+from ..everest.mqtt import MqttConnection, MqttModule
+from ..everest.mqtt.standalone import BrokerLost, StationRunning, startModules
+from ..service import ListeningService, secureServerFactory
+from ..settings import DEFAULT_AGENT_PORT, AgentSettings
+from ..tls import Credentials
+from ..tunnel.table import PUSH_CHANNELS
+from .link import AgentLink
+
+#: the implementations of SatelliteAgent (its manifest) and their interfaces
+PROVIDES: Final = {push.name: push.interface for push in PUSH_CHANNELS}
+
+#: seconds the board's System may take to answer a reset before rcp ends anyway
+RESET_ANSWER_TIMEOUT: Final = 10.0
+
+
+def listenPort(config: Mapping[str, Any]) -> int:
+    """
+    The port of the module config C{port}.
+
+    @raise ValueError: it is not a port number.
+    """
+    port = config.get("port", DEFAULT_AGENT_PORT)
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise ValueError(f"the module config port is {port!r}, not a port number")
+    return port
+
+
+class MqttSatellite(Service):
+    """
+    The SatelliteAgent module and its link, once started.
+
+    @param end: ends the process with an exit code and a reason.
+    @param environ: the environment (for the broker address EVerest uses).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: AgentSettings,
+        credentials: Credentials | None,
+        end: Callable[[int, str], None],
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.credentials = credentials
+        self._end = end
+        try:
+            host, port = settings.mqtt.broker(environ)
+        except ConfigError as e:
+            raise SystemExit(f"rcp-agent: {e}") from None
+        [self.moduleId] = settings.mqtt.module_ids
+        self.connection = MqttConnection(
+            reactor, host, port, clientId=f"rcp-{self.moduleId}-{uuid.uuid4().hex[:8]}"
+        )
+        self.module = MqttModule(
+            self.connection, self.moduleId, settings.mqtt.prefix, reactor, provides=PROVIDES
+        )
+        self.link: AgentLink | None = None
+        self.listening: ListeningService | None = None
+        self.listen: str | None = None
+        self.ended: tuple[int, str] | None = None
+        #: fires when the agent listens (or failed to start)
+        self.started: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info(
+            "rcp-agent: EVerest module {module} on the broker {host}:{port}, prefix {prefix}",
+            module=self.moduleId,
+            host=self.connection.host,
+            port=self.connection.port,
+            prefix=self.module.prefix,
+        )
+        self.module.whenLost().addCallback(
+            lambda reason: self.end(1, f"lost the MQTT broker ({reason})")
+        )
+        self.connection.start()
+        Deferred.fromCoroutine(self._start()).addBoth(self._startDone)
+
+    def _startDone(self, result: object) -> None:
+        if not self.started.called:
+            self.started.callback(None)
+
+    async def _start(self) -> None:
+        try:
+            await startModules(self.connection, [self.module], self.reactor)
+        except StationRunning as e:
+            self.end(1, str(e))
+            return
+        except BrokerLost as e:
+            self.end(1, f"lost the MQTT broker while starting ({e})")
+            return
+        except Exception as e:
+            self.log.failure("rcp-agent: start-up failed")
+            self.end(1, f"start-up failed: {e}")
+            return
+        if not self.running:
+            return
+        if self.settings.listen is not None:
+            self.listen = self.settings.listen
+        else:
+            try:
+                self.listen = f"tcp:{listenPort(self.module.config())}"
+            except ValueError as e:
+                self.end(1, str(e))
+                return
+        self.link = AgentLink(
+            self.module,
+            self.reactor,
+            self._resetBoard,
+            self.settings.timings(),
+            self.settings.rpc.limits(),
+            self.settings.link.queue_limit,
+            self.settings.link.hold_time,
+        )
+        listening = ListeningService(
+            "rcp-agent",
+            self.listen,
+            secureServerFactory(self.link.factory(), self.credentials),
+            self.reactor,
+        )
+        try:
+            listening.privilegedStartService()
+            listening.startService()
+        except SystemExit as e:
+            self.end(1, str(e.code))
+            return
+        self.listening = listening
+        self.log.info("rcp-agent: listening on {listen}", listen=self.listen)
+
+    def _resetBoard(self, reason: str) -> None:
+        if self.module.stopped or not self.module.connections("system"):
+            self.end(1, f"board reset ({reason}): no System connected, so rcp restarts alone")
+            return
+        self.log.warn(
+            "rcp-agent: asking this board's System for a soft reset ({reason})", reason=reason
+        )
+        d = self.module.call("system", "reset", {"type": "Soft", "scheduled": False})
+        timer = self.reactor.callLater(RESET_ANSWER_TIMEOUT, d.cancel)
+
+        def failed(failure: Failure) -> None:
+            self.log.warn(
+                "rcp-agent: the reset was not answered: {problem}",
+                problem=failure.getErrorMessage() or repr(failure.value),
+            )
+
+        def done(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            self.end(1, f"board reset ({reason})")
+
+        d.addCallbacks(lambda _: None, failed).addBoth(done)
+
+    def end(self, code: int, reason: str) -> None:
+        """End the process (once)."""
+        if self.ended is not None:
+            return
+        self.ended = (code, reason)
+        self.log.error(
+            "rcp-agent: ending with exit code {code}: {reason}", code=code, reason=reason
+        )
+        if self.link is not None:
+            self.link.halt()
+        self._end(code, reason)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        waits: list[Deferred[Any]] = []
+        if self.listening is not None and self.listening.running:
+            stopped = self.listening.stopService()
+            if stopped is not None:
+                waits.append(stopped)
+        if self.link is not None and not self.link.halted:
+            self.link.halt()
+        self.module.stop("stopping")
+        waits.append(self.connection.disconnect())
+        if not waits:
+            return succeed(None)
+        return DeferredList(waits).addCallback(lambda _: None)

@@ -1,0 +1,210 @@
+"""
+``everest: mqtt`` on the main board: each module id is a standalone
+SatelliteController module of the board's real EVerest, with a link to
+the agent its module config names (C{hostname}, C{port}).
+
+Start-up, in EVerest's order: connect to the broker, get every module's
+configuration, make sure the station is not running already (see
+L{rcp.everest.mqtt.standalone}), start the links.  Each link signals its
+module ready when it is synchronised.  The end of any link, or a lost
+broker, ends the whole process: systemd starts it again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+
+from ..config import ConfigError
+from ..everest.mqtt import MqttConnection, MqttModule
+from ..everest.mqtt.standalone import BrokerLost, StationRunning, startModules
+from ..service import secureClientEndpoint
+from ..settings import DEFAULT_AGENT_PORT, ControllerSettings
+from ..tls import Credentials
+from ..tunnel.controller import SATELLITE
+from ..tunnel.table import CHANNELS
+from .link import ControllerLink
+
+#: the implementations of SatelliteController (its manifest) and their interfaces
+PROVIDES: Final = {channel.name: channel.interface for channel in CHANNELS} | {
+    SATELLITE: "satellite"
+}
+
+
+def _isAddress(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def peerOf(config: Mapping[str, Any]) -> tuple[str, int]:
+    """
+    The agent a SatelliteController's module config names.
+
+    @raise ValueError: C{hostname} or C{port} is unusable.
+    """
+    host = config.get("hostname")
+    port = config.get("port", DEFAULT_AGENT_PORT)
+    if not isinstance(host, str) or not host.strip():
+        raise ValueError(f"the module config hostname is {host!r}, not a host")
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise ValueError(f"the module config port is {port!r}, not a port number")
+    return host.strip(), port
+
+
+class MqttController(Service):
+    """
+    The SatelliteController modules of this process and their links.
+
+    @param end: ends the process with an exit code and a reason.
+    @param environ: the environment (for the broker address EVerest uses).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: ControllerSettings,
+        credentials: Credentials | None,
+        end: Callable[[int, str], None],
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.credentials = credentials
+        self._end = end
+        try:
+            host, port = settings.mqtt.broker(environ)
+        except ConfigError as e:
+            raise SystemExit(f"rcp-controller: {e}") from None
+        self.connection = MqttConnection(
+            reactor, host, port, clientId=f"rcp-controller-{uuid.uuid4().hex[:12]}"
+        )
+        self.modules = [
+            MqttModule(self.connection, moduleId, settings.mqtt.prefix, reactor, provides=PROVIDES)
+            for moduleId in settings.mqtt.module_ids
+        ]
+        self.links: dict[str, ControllerLink] = {}
+        self.ended: tuple[int, str] | None = None
+        #: fires when the links are started (or the start failed)
+        self.started: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info(
+            "rcp-controller: EVerest modules {modules} on the broker {host}:{port},"
+            " prefix {prefix}",
+            modules=", ".join(m.moduleId for m in self.modules),
+            host=self.connection.host,
+            port=self.connection.port,
+            prefix=self.modules[0].prefix,
+        )
+        self.connection.whenLost().addCallback(
+            lambda reason: self.end(1, f"lost the MQTT broker ({reason})")
+        )
+        self.connection.start()
+        Deferred.fromCoroutine(self._start()).addBoth(self._startDone)
+
+    def _startDone(self, result: object) -> None:
+        if not self.started.called:
+            self.started.callback(None)
+
+    async def _start(self) -> None:
+        try:
+            await startModules(self.connection, self.modules, self.reactor)
+        except StationRunning as e:
+            self.end(1, str(e))
+            return
+        except BrokerLost as e:
+            self.end(1, f"lost the MQTT broker while starting ({e})")
+            return
+        except Exception as e:
+            self.log.failure("rcp-controller: start-up failed")
+            self.end(1, f"start-up failed: {e}")
+            return
+        if not self.running or self.ended is not None:
+            return
+        for module in self.modules:
+            try:
+                endpoint = self._endpoint(module)
+            except ValueError as e:
+                self.end(1, f"{module.moduleId}: {e}")
+                return
+            self.links[module.moduleId] = ControllerLink(
+                module,
+                self.reactor,
+                endpoint,
+                self._linkEnded(module.moduleId),
+                self.settings.timings(),
+                self.settings.rpc.limits(),
+                self.settings.link.hold_time,
+            )
+        for link in self.links.values():
+            link.start()
+
+    def _endpoint(self, module: MqttModule) -> IStreamClientEndpoint:
+        if self.settings.peer is not None:
+            self.log.info(
+                "rcp-controller: {module}: the agent at {peer} (the setting peer)",
+                module=module.moduleId,
+                peer=self.settings.peer,
+            )
+            endpoint: IStreamClientEndpoint = clientFromString(self.reactor, self.settings.peer)
+            return secureClientEndpoint(endpoint, self.credentials, self.settings.peerName)
+        host, port = peerOf(module.config())
+        # one tls.peer_name cannot name several agents
+        given = self.settings.tls.peer_name if len(self.modules) == 1 else None
+        peerName = given or host
+        if self.credentials is not None and _isAddress(peerName):
+            raise ValueError(
+                f"the agent is given by address ({host}): set tls.peer_name to the name"
+                " in its certificate, or give its host name as hostname"
+            )
+        self.log.info(
+            "rcp-controller: {module}: the agent at {host}:{port}",
+            module=module.moduleId,
+            host=host,
+            port=port,
+        )
+        return secureClientEndpoint(
+            HostnameEndpoint(self.reactor, host.encode(), port), self.credentials, peerName
+        )
+
+    def _linkEnded(self, moduleId: str) -> Callable[[int, str], None]:
+        def ended(code: int, reason: str) -> None:
+            self.end(code, f"{moduleId}: {reason}")
+
+        return ended
+
+    def end(self, code: int, reason: str) -> None:
+        """End the process (once)."""
+        if self.ended is not None:
+            return
+        self.ended = (code, reason)
+        self.log.error(
+            "rcp-controller: ending with exit code {code}: {reason}", code=code, reason=reason
+        )
+        self._end(code, reason)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        stops: list[Deferred[Any]] = [link.stop() for link in self.links.values()]
+        for module in self.modules:
+            module.stop("stopping")
+
+        def disconnect(_: object) -> Deferred[None]:
+            return self.connection.disconnect()
+
+        return DeferredList(stops).addCallback(disconnect)
