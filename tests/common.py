@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 from pathlib import Path
@@ -37,9 +38,32 @@ def requireProgram(name: str) -> str:
     return path
 
 
+def _ephemeralRange() -> range:
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def freePort() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """
+    A TCP port on 127.0.0.1 that was free a moment ago, for a server that is
+    started later (a broker, a twistd process).
+
+    It is drawn from outside the kernel's ephemeral range: a port from that
+    range can be taken in the meantime as the local end of any outgoing
+    connection of a test running in parallel.
+    """
+    ephemeral = _ephemeralRange()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral]
+    for _ in range(200):
+        port = random.choice(candidates)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port found outside the ephemeral range")

@@ -43,6 +43,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rcp.rpc import HandlerError, MethodRegistry, RemoteError, RpcFactory, RpcProtocol
 
+from .common import freePort
+
 
 class _Reactor(IReactorTCP, IReactorTime):
     """What these tests use of the global reactor (for the type checker)."""
@@ -99,14 +101,6 @@ class FindNvimTests(SynchronousTestCase):
 
     def test_missingOnCI(self) -> None:
         self.assertRaises(NvimMissing, findNvim, {"CI": "true"}, lambda name: None)
-
-
-def freePort() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def waitForDisconnect(proto: RpcProtocol) -> None:
