@@ -172,10 +172,14 @@ def _portNumber(value: int) -> None:
         raise ValueError(f"must be a port number (1 to 65535), got {value}")
 
 
+def _moduleId(value: str) -> None:
+    if not value or any(c in value for c in "/+#") or value.strip() != value:
+        raise ValueError(f"{value!r} cannot be an EVerest module id")
+
+
 def _moduleIds(value: list[str]) -> None:
     for moduleId in value:
-        if not moduleId or any(c in moduleId for c in "/+#") or moduleId.strip() != moduleId:
-            raise ValueError(f"{moduleId!r} cannot be an EVerest module id")
+        _moduleId(moduleId)
     if len(set(value)) != len(value):
         raise ValueError("a module id appears twice")
 
@@ -225,6 +229,15 @@ class MqttSettings:
                     f"environment MQTT_SERVER_PORT={text!r} is not a port number", "mqtt.port"
                 ) from None
         return host, port
+
+
+@dataclass(frozen=True)
+class ControllerMqttSettings(MqttSettings):
+    aggregator_id: str | None = setting(
+        None,
+        help="the SystemAggregator module id this controller process also hosts",
+        check=_moduleId,
+    )
 
 
 @dataclass(frozen=True)
@@ -347,7 +360,9 @@ class ControllerSettings:
         "sim",
         help="the EVerest side: sim (simulated, built in) or mqtt (standalone modules of EVerest)",
     )
-    mqtt: MqttSettings = setting(help="with everest: mqtt", factory=MqttSettings)
+    mqtt: ControllerMqttSettings = setting(
+        help="with everest: mqtt", factory=ControllerMqttSettings
+    )
     tls: ControllerTlsSettings = setting(help="link security", factory=ControllerTlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: ControllerLinkSettings = setting(
@@ -379,6 +394,11 @@ class ControllerSettings:
                     "one peer cannot serve several module ids: leave it out, each"
                     " SatelliteController's hostname and port are used",
                     "peer",
+                )
+            if self.mqtt.aggregator_id in self.mqtt.module_ids:
+                raise ConfigError(
+                    "the SystemAggregator's module id is also one of module_ids",
+                    "mqtt.aggregator_id",
                 )
         if self.peer is not None and self.tls.mode == "mutual" and self.tls.peer_name is None:
             host = endpointHost(self.peer)

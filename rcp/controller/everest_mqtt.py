@@ -8,6 +8,12 @@ configuration, make sure the station is not running already (see
 L{rcp.everest.mqtt.standalone}), start the links.  Each link signals its
 module ready when it is synchronised.  The end of any link, or a lost
 broker, ends the whole process: systemd starts it again.
+
+With C{mqtt.aggregator_id} the process also hosts the station's
+SystemAggregator module (L{rcp.aggregator}, for now an interim
+pass-through to the main board's System): it is started with the others
+and signals ready once the station is known not to be running; it has no
+link.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..aggregator import SystemAggregatorModule
 from ..config import ConfigError
 from ..everest.mqtt import MqttConnection, MqttModule
 from ..everest.mqtt.standalone import BrokerLost, StationRunning, startModules
@@ -38,6 +45,9 @@ from .link import ControllerLink
 PROVIDES: Final = {channel.name: channel.interface for channel in CHANNELS} | {
     SATELLITE: "satellite"
 }
+
+#: the implementations of SystemAggregator (its manifest) and their interfaces
+AGGREGATOR_PROVIDES: Final = {"system": "system"}
 
 
 def _isAddress(host: str) -> bool:
@@ -96,6 +106,17 @@ class MqttController(Service):
             MqttModule(self.connection, moduleId, settings.mqtt.prefix, reactor, provides=PROVIDES)
             for moduleId in settings.mqtt.module_ids
         ]
+        #: the SystemAggregator module, with C{mqtt.aggregator_id}
+        self.aggregatorModule: MqttModule | None = None
+        if settings.mqtt.aggregator_id is not None:
+            self.aggregatorModule = MqttModule(
+                self.connection,
+                settings.mqtt.aggregator_id,
+                settings.mqtt.prefix,
+                reactor,
+                provides=AGGREGATOR_PROVIDES,
+            )
+        self.aggregator: SystemAggregatorModule | None = None
         self.links: dict[str, ControllerLink] = {}
         self.ended: tuple[int, str] | None = None
         #: fires when the links are started (or the start failed)
@@ -106,7 +127,7 @@ class MqttController(Service):
         self.log.info(
             "rcp-controller: EVerest modules {modules} on the broker {host}:{port},"
             " prefix {prefix}",
-            modules=", ".join(m.moduleId for m in self.modules),
+            modules=", ".join(m.moduleId for m in self._allModules()),
             host=self.connection.host,
             port=self.connection.port,
             prefix=self.modules[0].prefix,
@@ -117,13 +138,18 @@ class MqttController(Service):
         self.connection.start()
         Deferred.fromCoroutine(self._start()).addBoth(self._startDone)
 
+    def _allModules(self) -> list[MqttModule]:
+        """The SatelliteController modules, then the SystemAggregator if hosted."""
+        extra = [self.aggregatorModule] if self.aggregatorModule is not None else []
+        return self.modules + extra
+
     def _startDone(self, result: object) -> None:
         if not self.started.called:
             self.started.callback(None)
 
     async def _start(self) -> None:
         try:
-            await startModules(self.connection, self.modules, self.reactor)
+            await startModules(self.connection, self._allModules(), self.reactor)
         except StationRunning as e:
             self.end(1, str(e))
             return
@@ -136,6 +162,14 @@ class MqttController(Service):
             return
         if not self.running or self.ended is not None:
             return
+        if self.aggregatorModule is not None:
+            aggregator = SystemAggregatorModule(self.aggregatorModule)
+            try:
+                aggregator.start()
+            except ValueError as e:
+                self.end(1, str(e))
+                return
+            self.aggregator = aggregator
         for module in self.modules:
             try:
                 endpoint = self._endpoint(module)
@@ -201,7 +235,7 @@ class MqttController(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         stops: list[Deferred[Any]] = [link.stop() for link in self.links.values()]
-        for module in self.modules:
+        for module in self._allModules():
             module.stop("stopping")
 
         def disconnect(_: object) -> Deferred[None]:
