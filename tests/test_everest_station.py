@@ -562,3 +562,57 @@ class EndingTests(StationCase):
         controller = self.controller(peer=f"tcp:host=127.0.0.1:port={self.agentPort}")
         await controller.started
         await waitUntil(lambda: "sat1" in controller.links and controller.links["sat1"].synced, 20)
+
+
+class ProcessTests(StationCase):
+    """The real commands, ``twistd rcp-agent`` and ``twistd rcp-controller``, inside EVerest."""
+
+    timeout = 90
+
+    def config(self, text: str) -> str:
+        path: str = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    async def test_twistdProcessesJoinTheirEVerest(self) -> None:
+        from .test_tap import _twistd
+
+        satManager, evse = await self.satelliteSide()
+        mainManager, station, _auth = await self.mainSide()
+        prefix = self.prefix.rstrip("/")
+        agent = _twistd(
+            self,
+            "rcp-agent",
+            "--config",
+            self.config(
+                "everest: mqtt\ntls: {mode: plain}\nlink: {hold_time: 0.2}\n"
+                f"mqtt: {{port: {self.satBroker.port}, prefix: {prefix}, module_ids: [agent]}}\n"
+            ),
+        )
+        controller = _twistd(
+            self,
+            "rcp-controller",
+            "--config",
+            self.config(
+                "everest: mqtt\ntls: {mode: plain}\n"
+                "link: {hold_time: 0.2, retry_interval: 0.2}\n"
+                f"mqtt: {{port: {self.mainBroker.port}, prefix: {prefix}, module_ids: [sat1]}}\n"
+            ),
+        )
+        # both boards go global-ready once the link between them is synchronised
+        await satManager.whenGloballyReady()
+        await mainManager.whenGloballyReady()
+        for manager, module in ((satManager, "agent"), (mainManager, "sat1")):
+            readies = [e for e in manager.events if e[0] == "ready"]
+            self.assertEqual([e[1] for e in readies].count(module), 1)
+        # a command from the main board's EVerest reaches the satellite's EvseManager
+        result = await station.call(0, "get_evse")
+        self.assertEqual(result["id"], evse.evseId)
+        # and the satellite's session events reach the main board's EVerest
+        evse.plugIn()
+        await waitUntil(lambda: "AuthRequired" in station.events(0))
+        self.assertIn("link synchronised", agent.text())
+        self.assertIn("link synchronised", controller.text())
+        for process in (controller, agent):
+            self.assertNotIn("Traceback", process.text())
