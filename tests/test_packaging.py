@@ -71,6 +71,10 @@ class FreshInstallTests(TestCase):
         self.assertIn("rcp", _run(venv / "bin" / "rcp", "--version", cwd=elsewhere))
         _run(venv / "bin" / "rcp", "certs", "--dir", elsewhere / "pki", cwd=elsewhere)
         self.assertTrue((elsewhere / "pki" / "satellite-3.key").exists())
+        # the README's first command works from a fresh install
+        demo = _run(venv / "bin" / "rcp", "demo", "--satellites", "2", cwd=elsewhere)
+        self.assertIn("steps observed", demo)
+        self.assertNotIn("FAILED", demo)
 
         # What was installed: the package, its type marker, one dropin; no
         # tests, no namespace __init__ that would shadow Twisted's.
