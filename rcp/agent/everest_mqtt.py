@@ -18,14 +18,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..config import ConfigError
-from ..everest.mqtt import MqttConnection, MqttModule
-from ..everest.mqtt.standalone import BrokerLost, StationRunning, startModules
+from ..everest.mqtt import MqttModule
+from ..everest.mqtt.standalone import StandaloneProcess
 from ..service import ListeningService, secureServerFactory
 from ..settings import DEFAULT_AGENT_PORT, AgentSettings
 from ..tls import Credentials
@@ -51,7 +49,7 @@ def listenPort(config: Mapping[str, Any]) -> int:
     return port
 
 
-class MqttSatellite(Service):
+class MqttSatellite(StandaloneProcess):
     """
     The SatelliteAgent module and its link, once started.
 
@@ -60,6 +58,7 @@ class MqttSatellite(Service):
     """
 
     log = Logger()
+    role = "rcp-agent"
 
     def __init__(
         self,
@@ -69,30 +68,24 @@ class MqttSatellite(Service):
         end: Callable[[int, str], None],
         environ: Mapping[str, str] = os.environ,
     ) -> None:
-        self.reactor = reactor
+        [self.moduleId] = settings.mqtt.module_ids
+        super().__init__(
+            reactor,
+            settings.mqtt.broker,
+            environ,
+            f"rcp-{self.moduleId}-{uuid.uuid4().hex[:8]}",
+            end,
+        )
         self.settings = settings
         self.credentials = credentials
-        self._end = end
-        try:
-            host, port = settings.mqtt.broker(environ)
-        except ConfigError as e:
-            raise SystemExit(f"rcp-agent: {e}") from None
-        [self.moduleId] = settings.mqtt.module_ids
-        self.connection = MqttConnection(
-            reactor, host, port, clientId=f"rcp-{self.moduleId}-{uuid.uuid4().hex[:8]}"
-        )
         self.module = MqttModule(
             self.connection, self.moduleId, settings.mqtt.prefix, reactor, provides=PROVIDES
         )
         self.link: AgentLink | None = None
         self.listening: ListeningService | None = None
         self.listen: str | None = None
-        self.ended: tuple[int, str] | None = None
-        #: fires when the agent listens (or failed to start)
-        self.started: Deferred[None] = Deferred()
 
     def startService(self) -> None:
-        super().startService()
         self.log.info(
             "rcp-agent: EVerest module {module} on the broker {host}:{port}, prefix {prefix}",
             module=self.moduleId,
@@ -100,30 +93,10 @@ class MqttSatellite(Service):
             port=self.connection.port,
             prefix=self.module.prefix,
         )
-        self.module.whenLost().addCallback(
-            lambda reason: self.end(1, f"lost the MQTT broker ({reason})")
-        )
-        self.connection.start()
-        Deferred.fromCoroutine(self._start()).addBoth(self._startDone)
-
-    def _startDone(self, result: object) -> None:
-        if not self.started.called:
-            self.started.callback(None)
+        super().startService()
 
     async def _start(self) -> None:
-        try:
-            await startModules(self.connection, [self.module], self.reactor)
-        except StationRunning as e:
-            self.end(1, str(e))
-            return
-        except BrokerLost as e:
-            self.end(1, f"lost the MQTT broker while starting ({e})")
-            return
-        except Exception as e:
-            self.log.failure("rcp-agent: start-up failed")
-            self.end(1, f"start-up failed: {e}")
-            return
-        if not self.running:
+        if not await self.startModules([self.module]):
             return
         if self.settings.listen is not None:
             self.listen = self.settings.listen
@@ -181,16 +154,10 @@ class MqttSatellite(Service):
         d.addCallbacks(lambda _: None, failed).addBoth(done)
 
     def end(self, code: int, reason: str) -> None:
-        """End the process (once)."""
-        if self.ended is not None:
-            return
-        self.ended = (code, reason)
-        self.log.error(
-            "rcp-agent: ending with exit code {code}: {reason}", code=code, reason=reason
-        )
-        if self.link is not None:
+        """End the process (once); the link goes down at once."""
+        if self.ended is None and self.link is not None:
             self.link.halt()
-        self._end(code, reason)
+        super().end(code, reason)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()

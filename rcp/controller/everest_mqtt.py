@@ -24,16 +24,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from ..aggregator import SystemAggregatorModule
-from ..config import ConfigError
-from ..everest.mqtt import MqttConnection, MqttModule
-from ..everest.mqtt.standalone import BrokerLost, StationRunning, startModules
+from ..everest.mqtt import MqttModule
+from ..everest.mqtt.standalone import StandaloneProcess
 from ..service import secureClientEndpoint
 from ..settings import DEFAULT_AGENT_PORT, ControllerSettings
 from ..tls import Credentials
@@ -73,7 +71,7 @@ def peerOf(config: Mapping[str, Any]) -> tuple[str, int]:
     return host.strip(), port
 
 
-class MqttController(Service):
+class MqttController(StandaloneProcess):
     """
     The SatelliteController modules of this process and their links.
 
@@ -82,6 +80,7 @@ class MqttController(Service):
     """
 
     log = Logger()
+    role = "rcp-controller"
 
     def __init__(
         self,
@@ -91,17 +90,15 @@ class MqttController(Service):
         end: Callable[[int, str], None],
         environ: Mapping[str, str] = os.environ,
     ) -> None:
-        self.reactor = reactor
+        super().__init__(
+            reactor,
+            settings.mqtt.broker,
+            environ,
+            f"rcp-controller-{uuid.uuid4().hex[:12]}",
+            end,
+        )
         self.settings = settings
         self.credentials = credentials
-        self._end = end
-        try:
-            host, port = settings.mqtt.broker(environ)
-        except ConfigError as e:
-            raise SystemExit(f"rcp-controller: {e}") from None
-        self.connection = MqttConnection(
-            reactor, host, port, clientId=f"rcp-controller-{uuid.uuid4().hex[:12]}"
-        )
         self.modules = [
             MqttModule(self.connection, moduleId, settings.mqtt.prefix, reactor, provides=PROVIDES)
             for moduleId in settings.mqtt.module_ids
@@ -118,12 +115,8 @@ class MqttController(Service):
             )
         self.aggregator: SystemAggregatorModule | None = None
         self.links: dict[str, ControllerLink] = {}
-        self.ended: tuple[int, str] | None = None
-        #: fires when the links are started (or the start failed)
-        self.started: Deferred[None] = Deferred()
 
     def startService(self) -> None:
-        super().startService()
         self.log.info(
             "rcp-controller: EVerest modules {modules} on the broker {host}:{port},"
             " prefix {prefix}",
@@ -132,35 +125,15 @@ class MqttController(Service):
             port=self.connection.port,
             prefix=self.modules[0].prefix,
         )
-        self.connection.whenLost().addCallback(
-            lambda reason: self.end(1, f"lost the MQTT broker ({reason})")
-        )
-        self.connection.start()
-        Deferred.fromCoroutine(self._start()).addBoth(self._startDone)
+        super().startService()
 
     def _allModules(self) -> list[MqttModule]:
         """The SatelliteController modules, then the SystemAggregator if hosted."""
         extra = [self.aggregatorModule] if self.aggregatorModule is not None else []
         return self.modules + extra
 
-    def _startDone(self, result: object) -> None:
-        if not self.started.called:
-            self.started.callback(None)
-
     async def _start(self) -> None:
-        try:
-            await startModules(self.connection, self._allModules(), self.reactor)
-        except StationRunning as e:
-            self.end(1, str(e))
-            return
-        except BrokerLost as e:
-            self.end(1, f"lost the MQTT broker while starting ({e})")
-            return
-        except Exception as e:
-            self.log.failure("rcp-controller: start-up failed")
-            self.end(1, f"start-up failed: {e}")
-            return
-        if not self.running or self.ended is not None:
+        if not await self.startModules(self._allModules()):
             return
         if self.aggregatorModule is not None:
             aggregator = SystemAggregatorModule(self.aggregatorModule)
@@ -221,16 +194,6 @@ class MqttController(Service):
             self.end(code, f"{moduleId}: {reason}")
 
         return ended
-
-    def end(self, code: int, reason: str) -> None:
-        """End the process (once)."""
-        if self.ended is not None:
-            return
-        self.ended = (code, reason)
-        self.log.error(
-            "rcp-controller: ending with exit code {code}: {reason}", code=code, reason=reason
-        )
-        self._end(code, reason)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

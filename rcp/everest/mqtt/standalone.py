@@ -17,13 +17,15 @@ running station then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Final
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ...config import ConfigError
 from .connection import MqttConnection, MqttMessage
 from .module import MqttModule
 
@@ -112,3 +114,89 @@ async def startModules(
             " global-ready already, and a second ModuleReady in this manager run would abort"
             " its modules; restart the whole station (EVerest first)"
         )
+
+
+class StandaloneProcess(Service):
+    """
+    What an rcp process that is standalone modules of its board's EVerest
+    does for every kind of module: one broker connection, the start of its
+    modules with the running-station check, and ending the process once
+    (a lost broker ends it too).
+
+    @param broker: the broker's host and port.
+    @param end: ends the process with an exit code and a reason.
+    """
+
+    log = Logger()
+
+    #: the command's name, for log lines and errors
+    role: ClassVar[str] = "rcp"
+
+    def __init__(
+        self,
+        reactor: Any,
+        broker: Callable[[Mapping[str, str]], tuple[str, int]],
+        environ: Mapping[str, str],
+        clientId: str,
+        end: Callable[[int, str], None],
+    ) -> None:
+        self.reactor = reactor
+        self._end = end
+        try:
+            host, port = broker(environ)
+        except ConfigError as e:
+            raise SystemExit(f"{self.role}: {e}") from None
+        self.connection = MqttConnection(reactor, host, port, clientId=clientId)
+        self.ended: tuple[int, str] | None = None
+        #: fires when the start-up is over (done, or failed and ended)
+        self.started: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self.connection.whenLost().addCallback(
+            lambda reason: self.end(1, f"lost the MQTT broker ({reason})")
+        )
+        self.connection.start()
+        Deferred.fromCoroutine(self._start()).addBoth(self._startDone)
+
+    def _startDone(self, result: object) -> None:
+        if not self.started.called:
+            self.started.callback(None)
+
+    async def _start(self) -> None:
+        """The start-up of this kind of process (after connecting)."""
+        raise NotImplementedError
+
+    async def startModules(self, modules: Iterable[MqttModule]) -> bool:
+        """
+        Get the modules' configuration and check that the station is not
+        running already.
+
+        @return: whether to go on; when not, the process is ending.
+        """
+        try:
+            await startModules(self.connection, modules, self.reactor)
+        except StationRunning as e:
+            self.end(1, str(e))
+            return False
+        except BrokerLost as e:
+            self.end(1, f"lost the MQTT broker while starting ({e})")
+            return False
+        except Exception as e:
+            self.log.failure("{role}: start-up failed", role=self.role)
+            self.end(1, f"start-up failed: {e}")
+            return False
+        return bool(self.running) and self.ended is None
+
+    def end(self, code: int, reason: str) -> None:
+        """End the process (once)."""
+        if self.ended is not None:
+            return
+        self.ended = (code, reason)
+        self.log.error(
+            "{role}: ending with exit code {code}: {reason}",
+            role=self.role,
+            code=code,
+            reason=reason,
+        )
+        self._end(code, reason)
