@@ -160,18 +160,21 @@ class MakeServiceTests(SynchronousTestCase):
 class _Process:
     """A twistd process with its log in a file."""
 
-    def __init__(self, case: TestCase, *argv: str) -> None:
+    def __init__(self, case: TestCase, *argv: str, prefix: tuple[str, ...] = ()) -> None:
+        """
+        @param argv: C{"twistd"} and its arguments, or the arguments of
+            C{python -m twisted}.
+        @param prefix: a command to run it under (such as C{ip netns exec NS}).
+        """
         self.log = Path(case.mktemp())
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        if argv[0] == "twistd":
+            command = [sys.executable, "-c", _TWISTD, *argv[1:]]
+        else:
+            command = [sys.executable, "-m", "twisted", *argv]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "twisted", *argv]
-                if argv[0] != "twistd"
-                else [sys.executable, "-c", _TWISTD, *argv[1:]],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=case.mktemp() if False else None,
+                [*prefix, *command], stdout=out, stderr=subprocess.STDOUT, env=env
             )
         case.addCleanup(self.stop)
 
