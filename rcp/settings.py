@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from twisted.internet.endpoints import clientFromString, serverFromString
@@ -144,9 +144,28 @@ class TlsSettings:
             return None
         assert self.ca is not None and self.certificate is not None and self.key is not None
         try:
-            return loadCredentials(self.ca, self.certificate, self.key)
+            credentials = loadCredentials(self.ca, self.certificate, self.key)
         except TlsFileError as e:
             raise ConfigError(e.problem, f"tls.{e.which}") from None
+        return replace(credentials, allowedClients=frozenset(self.clients()))
+
+    def clients(self) -> list[str]:
+        """The board names a client must be (server side); empty: any of the station."""
+        return []
+
+
+@dataclass(frozen=True)
+class AgentTlsSettings(TlsSettings):
+    allowed_clients: list[str] = setting(
+        help=(
+            "board names a controller's certificate must carry, such as [main];"
+            " empty: any certificate of the station CA"
+        ),
+        factory=list,
+    )
+
+    def clients(self) -> list[str]:
+        return list(self.allowed_clients)
 
 
 @dataclass(frozen=True)
@@ -285,7 +304,7 @@ class AgentSettings:
         help="the EVerest side: sim (simulated, built in) or mqtt (a standalone module of EVerest)",
     )
     mqtt: MqttSettings = setting(help="with everest: mqtt", factory=MqttSettings)
-    tls: TlsSettings = setting(help="link security", factory=TlsSettings)
+    tls: AgentTlsSettings = setting(help="link security", factory=AgentTlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
     sim: AgentSimSettings = setting(help="the simulated EVerest side", factory=AgentSimSettings)

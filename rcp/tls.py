@@ -14,8 +14,10 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from OpenSSL import SSL
 from OpenSSL.crypto import FILETYPE_PEM
 from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import VerifyError
@@ -33,6 +35,7 @@ from twisted.internet.ssl import (
     TLSVersion,
     optionsForClientTLS,
 )
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 
@@ -56,6 +59,9 @@ class Credentials:
     ca: Certificate
     identity: PrivateCertificate
     keyIsPrivate: bool
+    #: server side: the board names a client's certificate must carry
+    #: (empty: any certificate of the station CA)
+    allowedClients: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -120,9 +126,54 @@ def certificateNames(certificate: Certificate) -> list[str]:
     return list(san.value.get_values_for_type(DNSName))
 
 
+class _ServerOptions(CertificateOptions):
+    """
+    Client certificates of the station CA, and, when a list is given, only
+    those that name an allowed board (a satellite's own certificate is of
+    the same CA, but must not control another satellite).
+    """
+
+    log = Logger()
+
+    def __init__(self, allowedClients: frozenset[str], **options: Any) -> None:
+        super().__init__(**options)
+        self.allowedClients = allowedClients
+        self._checking = False
+
+    def getContext(self) -> SSL.Context:
+        context: SSL.Context = super().getContext()
+        # once, on the new context: a context in use cannot be changed
+        if self.allowedClients and not self._checking:
+            self._checking = True
+            context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._checkClient)
+        return context
+
+    def _checkClient(
+        self, connection: SSL.Connection, x509: Any, errno: int, depth: int, ok: int
+    ) -> bool:
+        if not ok:
+            return False
+        if depth > 0:
+            return True  # the CA: OpenSSL has checked it
+        certificate = Certificate(x509)
+        cn = certificate.getSubject().commonName
+        names = set(certificateNames(certificate))
+        if cn is not None:
+            names.add(cn.decode("utf-8", "replace") if isinstance(cn, bytes) else str(cn))
+        if names & self.allowedClients:
+            return True
+        self.log.warn(
+            "refused a client certificate for {names}: not in tls.allowed_clients ({allowed})",
+            names=", ".join(sorted(names)),
+            allowed=", ".join(sorted(self.allowedClients)),
+        )
+        return False
+
+
 def serverOptions(credentials: Credentials) -> CertificateOptions:
     """Agent side: present our certificate, require one from the station CA."""
-    return CertificateOptions(
+    return _ServerOptions(
+        credentials.allowedClients,
         privateKey=credentials.identity.privateKey.original,
         certificate=credentials.identity.original,
         verify=True,

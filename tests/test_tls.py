@@ -5,6 +5,7 @@ does not, and that no method runs for anyone refused.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ class MutualTlsTests(TestCase):
         [proto] = self.serverConnections
         return proto.peerIdentity or "?"
 
-    async def listen(self, board: str = "satellite-1") -> int:
-        credentials = _credentials(self.station, board)
+    async def listen(
+        self, board: str = "satellite-1", allowed: frozenset[str] = frozenset()
+    ) -> int:
+        credentials = replace(_credentials(self.station, board), allowedClients=allowed)
         endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
         port: IListeningPort = await endpoint.listen(
             tls.serverFactory(credentials, self.agentFactory)
@@ -112,6 +115,19 @@ class MutualTlsTests(TestCase):
         result = await self.callThrough(tls.clientEndpoint(main, "satellite-1", self.tcp(port)))
         self.assertIsInstance(result, Exception)
         self.assertEqual(self.calls, [])
+
+    async def test_allowedClients(self) -> None:
+        # Every board's certificate is of the station CA; with allowed_clients
+        # only the main board may control a satellite.
+        port = await self.listen(allowed=frozenset({"main"}))
+        other = _credentials(self.station, "satellite-2")
+        result = await self.callThrough(tls.clientEndpoint(other, "satellite-1", self.tcp(port)))
+        self.assertIsInstance(result, Exception)
+        self.assertEqual(self.calls, [])
+        main = _credentials(self.station, "main")
+        result = await self.callThrough(tls.clientEndpoint(main, "satellite-1", self.tcp(port)))
+        self.assertEqual(result, "main")
+        self.assertEqual(self.calls, ["whoami"])
 
     async def test_plainClientRefused(self) -> None:
         port = await self.listen()
