@@ -13,6 +13,22 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from rcp.certs import createStation
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: the session events of a charging session with a pause, a resume and a
+#: remote stop, then an unplug, in order
+FULL_SESSION = [
+    "SessionStarted",
+    "AuthRequired",
+    "Authorized",
+    "TransactionStarted",
+    "PrepareCharging",
+    "ChargingStarted",
+    "ChargingPausedEVSE",
+    "ChargingStarted",
+    "StoppingCharging",
+    "TransactionFinished",
+    "SessionFinished",
+]
 ETC = ROOT / "etc"
 
 

@@ -40,6 +40,8 @@ from rcp.everest.sim.bus import SimModule
 from rcp.station import MainSide, SatelliteBoard, StationOptions
 from rcp.sync import SyncTimings
 
+from .common import FULL_SESSION
+
 
 class _Reactor(IReactorTCP, IReactorTime):
     """What these tests use of the global reactor (for the type checker)."""
@@ -811,19 +813,7 @@ class CppControllerToRcpAgentTests(TestCase):
 
         self.assertEqual(
             cpp.sessionEvents(),
-            [
-                "SessionStarted",
-                "AuthRequired",
-                "Authorized",
-                "TransactionStarted",
-                "PrepareCharging",
-                "ChargingStarted",
-                "ChargingPausedEVSE",
-                "ChargingStarted",
-                "StoppingCharging",
-                "TransactionFinished",
-                "SessionFinished",
-            ],
+            FULL_SESSION,
         )
         events = cpp.values("evse_manager", "session_event")
         self.assertEqual(len({event["uuid"] for event in events}), 1, "one session")

@@ -55,6 +55,7 @@ from rcp.everest.mqtt.wire import MalformedMessage, SchemaError, Topics
 from rcp.everest.sim.evse import EvseManagerSim
 from rcp.everest.sim.station import StationConsumer
 
+from .common import FULL_SESSION
 from .everest_manager import ManagerDouble, moduleConfig
 from .mosquitto import Mosquitto, startBroker
 
@@ -1321,19 +1322,7 @@ class SimulationTests(ModuleCase):
         await waitUntil(lambda: station.events(0)[-1:] == ["SessionFinished"])
         self.assertEqual(
             station.events(0),
-            [
-                "SessionStarted",
-                "AuthRequired",
-                "Authorized",
-                "TransactionStarted",
-                "PrepareCharging",
-                "ChargingStarted",
-                "ChargingPausedEVSE",
-                "ChargingStarted",
-                "StoppingCharging",
-                "TransactionFinished",
-                "SessionFinished",
-            ],
+            FULL_SESSION,
         )
         # an error raised and cleared by the EVSE, seen by the station
         evse.injectError("MREC4OverCurrentFailure")

@@ -38,7 +38,7 @@ from rcp.station import Station, StationOptions
 from rcp.sync import SyncTimings
 from rcp.tunnel.table import CHANNELS, REQUIRED
 
-from .common import ROOT, freePort
+from .common import FULL_SESSION, ROOT, freePort
 
 TIMINGS = SyncTimings(here_timeout=1, retry_interval=0.1, poll_timeout=3, poll_watchdog=3)
 
@@ -394,19 +394,7 @@ class ChargingTests(StationTestCase):
             await self.until("SessionFinished", lambda: events()[-1] == "SessionFinished")
             self.assertEqual(
                 events(),
-                [
-                    "SessionStarted",
-                    "AuthRequired",
-                    "Authorized",
-                    "TransactionStarted",
-                    "PrepareCharging",
-                    "ChargingStarted",
-                    "ChargingPausedEVSE",
-                    "ChargingStarted",
-                    "StoppingCharging",
-                    "TransactionFinished",
-                    "SessionFinished",
-                ],
+                FULL_SESSION,
             )
 
             # an error with a sub_type, raised and cleared on the satellite

@@ -210,7 +210,8 @@ async def _waitFor(check: Callable[[], bool], timeout: float = 15.0) -> None:
 class ProcessTests(TestCase):
     """The real commands, as systemd would run them."""
 
-    async def test_agentAndControllerLinkOverMutualTls(self) -> None:
+    def link(self, peerName: str) -> tuple[_Process, _Process]:
+        """An agent (satellite-1) and a controller that expects C{peerName}."""
         station = makeStation(self)
         port = freePort()
         agent = _twistd(
@@ -229,8 +230,12 @@ class ProcessTests(TestCase):
             "--peer",
             f"tcp:host=127.0.0.1:port={port}",
             "--peer-name",
-            "satellite-1",
+            peerName,
         )
+        return agent, controller
+
+    async def test_agentAndControllerLinkOverMutualTls(self) -> None:
+        agent, controller = self.link("satellite-1")
         await _waitFor(lambda: "TLS established with main" in agent.text())
         await _waitFor(lambda: "link synchronised with the agent" in controller.text())
         await _waitFor(lambda: "link synchronised with the controller" in agent.text())
@@ -243,26 +248,7 @@ class ProcessTests(TestCase):
             self.assertNotIn("Traceback", text)
 
     async def test_wrongIdentityIsLogged(self) -> None:
-        station = makeStation(self)
-        port = freePort()
-        agent = _twistd(
-            self,
-            "rcp-agent",
-            "-c",
-            _write(self, _tlsYaml(station, "satellite-1")),
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-        )
-        controller = _twistd(
-            self,
-            "rcp-controller",
-            "-c",
-            _write(self, _tlsYaml(station, "main")),
-            "--peer",
-            f"tcp:host=127.0.0.1:port={port}",
-            "--peer-name",
-            "satellite-2",
-        )
+        agent, controller = self.link("satellite-2")
         await _waitFor(lambda: "TLS handshake failed" in controller.text())
         self.assertIn("satellite-2", controller.text())
         await _waitFor(lambda: "TLS handshake failed" in agent.text())
