@@ -19,14 +19,21 @@ from .common import ROOT
 
 _IGNORE = shutil.ignore_patterns(
     ".git", "_trial_temp*", "build", "dist", "*.egg-info", "__pycache__", "dropin.cache",
-    ".mypy_cache", ".ruff_cache", ".hypothesis", "ci-out",
+    ".mypy_cache", ".ruff_cache", ".hypothesis", "ci-out", ".venv",
 )  # fmt: skip
 
+#: Debian's own Python, externally managed (PEP 668): what a fresh Debian 12
+#: has, and what the README's two commands must work with
+_SYSTEM_PYTHON = Path("/usr/bin/python3")
 
-def _run(*argv: str | Path, cwd: Path) -> str:
+
+def _run(*argv: str | Path, cwd: Path, extraEnv: dict[str, str] | None = None) -> str:
     # Nothing of this process's environment leaks in: trial's parallel
-    # workers set PYTHONPATH, which would make pip skip the dependencies.
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # workers set PYTHONPATH, which would make pip skip the dependencies,
+    # and a virtual environment's variables would choose the interpreter.
+    drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "RCP_VENV", "PYTHON")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(extraEnv or {})
     result = subprocess.run(
         [str(a) for a in argv],
         cwd=cwd,
@@ -108,3 +115,37 @@ class FreshInstallTests(TestCase):
         self.assertFalse([n for n in names if n.startswith("tests/")])
         self.assertFalse([n for n in names if "dropin.cache" in n])
         self.assertIn("rcp/rpc/protocol.py", names)
+
+
+class ReadmeCommandsTests(TestCase):
+    """
+    The two commands README.rst names, run as written with Debian's own
+    Python, which refuses pip installs into itself (PEP 668).
+    """
+
+    timeout = 900
+
+    def test_readmeNamesTheCommands(self) -> None:
+        readme = (ROOT / "README.rst").read_text()
+        self.assertIn("\n      bash tools/demo\n", readme)
+        self.assertIn("\n      bash tools/run-tests\n", readme)
+
+    def _runBoth(self, python: Path) -> tuple[str, str]:
+        work = Path(self.mktemp()).resolve()
+        work.mkdir(parents=True)
+        source = work / "source"
+        shutil.copytree(ROOT, source, ignore=_IGNORE)
+        env = {"RCP_VENV": str(work / "venv"), "PYTHON": str(python)}
+        demo = _run("bash", "tools/demo", "--satellites", "2", cwd=source, extraEnv=env)
+        # one small test module stands for the suite: the same command
+        tests = _run("bash", "tools/run-tests", "tests.test_certs", cwd=source, extraEnv=env)
+        return demo, tests
+
+    async def test_withTheSystemPython(self) -> None:
+        python = _SYSTEM_PYTHON
+        if not (python.exists() and list(Path("/usr/lib").glob("python3*/EXTERNALLY-MANAGED"))):
+            python = Path(sys.executable)  # not a Debian machine: the same commands still work
+        demo, tests = await deferToThread(self._runBoth, python)
+        self.assertIn("steps observed", demo)
+        self.assertNotIn("FAILED", demo)
+        self.assertRegex(tests, r"PASSED \(successes=\d+\)")
