@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -41,7 +41,8 @@ class DiscoveredEndpoint:
 
     def _connect(self, advert: Advert, factory: IProtocolFactory, index: int) -> Deferred[Any]:
         address = advert.addresses[index]
-        endpoint = HostnameEndpoint(self.reactor, address, advert.port, timeout=self.connectTimeout)
+        kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = kind(self.reactor, address, advert.port, timeout=self.connectTimeout)
         d = endpoint.connect(factory)
         if index + 1 < len(advert.addresses):
 
