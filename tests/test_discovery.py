@@ -17,11 +17,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from rcp.certs import createStation
 from rcp.config import ConfigError, load
-from rcp.discovery.directory import Directory, NotFound
+from rcp.discovery.directory import Directory, IFinder, NotFound
 from rcp.discovery.endpoint import DiscoveredEndpoint
 from rcp.discovery.records import SERVICE_TYPE, Advert, AdvertError, checkSerial, parseAdvert
 from rcp.discovery.serial import SerialError, readSerial
@@ -138,6 +140,7 @@ class DirectoryTests(SynchronousTestCase):
         self.assertNotIn(SN, directory.adverts)
 
 
+@implementer(IFinder)
 class _Finder:
     def __init__(self, advert: Advert) -> None:
         self.advert = advert
@@ -166,9 +169,8 @@ class EndpointTests(SynchronousTestCase):
         self.assertNoResult(d)
         from twisted.internet.error import ConnectionRefusedError
 
-        reactor.connectors[0].stopConnecting = lambda: None  # type: ignore[attr-defined]
         factory = reactor.tcpClients[0][2]
-        factory.clientConnectionFailed(reactor.connectors[0], ConnectionRefusedError())
+        factory.clientConnectionFailed(reactor.connectors[0], Failure(ConnectionRefusedError()))
         self.assertEqual(reactor.tcpClients[-1][:2], ("10.0.1.2", 4129))
 
 
