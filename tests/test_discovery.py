@@ -242,3 +242,14 @@ class CertificateTests(SynchronousTestCase):
         cert = x509.load_pem_x509_certificate((directory / "satellite-1.pem").read_bytes())
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         self.assertEqual(names.get_values_for_type(x509.DNSName), ["satellite-1", SN])
+
+
+class ModuleConfigTests(SynchronousTestCase):
+    def test_serialNumberKey(self) -> None:
+        from rcp.controller.everest_mqtt import serialOf
+
+        self.assertIsNone(serialOf({"hostname": "satellite-1"}))
+        self.assertIsNone(serialOf({"hostname": "satellite-1", "serial_number": ""}))
+        self.assertEqual(serialOf({"serial_number": " SN0042 "}), SN)
+        for bad in (12, "a b", "x" * 100, ["SN"]):
+            self.assertRaises(ValueError, serialOf, {"serial_number": bad})
