@@ -22,6 +22,7 @@ setup(
         "pyyaml >= 6.0",
         "cryptography >= 41",
         "paho-mqtt >= 2.0",
+        "zeroconf >= 0.120",
     ],
     extras_require={
         "test": ["hypothesis >= 6", "pynvim >= 0.5"],

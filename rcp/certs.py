@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .discovery.records import checkSerial
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -152,7 +154,11 @@ def _issue(
     board: str,
     station: str,
     days: int | None,
+    serial: str | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    names: list[x509.GeneralName] = [x509.DNSName(board)]
+    if serial is not None and serial != board:
+        names.append(x509.DNSName(serial))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -183,7 +189,7 @@ def _issue(
             ),
             critical=False,
         )
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(board)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(caKey.public_key()),
             critical=False,
@@ -199,6 +205,7 @@ def createStation(
     station: str = "station",
     days: int | None = None,
     force: bool = False,
+    serials: Mapping[str, str] | None = None,
 ) -> tuple[bool, list[BoardFiles]]:
     """
     Make (or reuse) the station CA in C{directory} and a certificate and key
@@ -206,11 +213,22 @@ def createStation(
 
     @param days: validity in days; L{None}: no expiry.
     @param force: replace existing board files (never the CA).
+    @param serials: board serial numbers, put in the certificates as a
+        second name (what a controller finding a board by serial number
+        checks).
     @return: whether the CA was created, and the files of each board.
     @raise CertError: a bad name or an existing file; files written before
         the problem was found stay.
     """
     names = [checkBoardName(b) for b in boards]
+    serials = dict(serials or {})
+    for board, serial in serials.items():
+        if board not in names:
+            raise CertError(f"--serial names {board!r}, which is not among the boards")
+        try:
+            checkSerial(serial)
+        except ValueError as e:
+            raise CertError(f"--serial {board}: {e}") from None
     if len(set(names)) != len(names):
         raise CertError("a board name is given twice")
     if days is not None and days < 1:
@@ -223,7 +241,7 @@ def createStation(
     ca, caKey, created = _loadOrCreateCa(directory, station, days)
     result = []
     for name in names:
-        cert, key = _issue(ca, caKey, name, station, days)
+        cert, key = _issue(ca, caKey, name, station, days, serials.get(name))
         keyPath, certPath = directory / f"{name}.key", directory / f"{name}.pem"
         _writeNew(keyPath, _keyPem(key), 0o600, overwrite=force)
         _writeNew(certPath, cert.public_bytes(serialization.Encoding.PEM), 0o644, overwrite=force)

@@ -16,9 +16,21 @@ from .certs import CA_CERT, CertError, createStation, defaultBoards
 
 def _certs(args: argparse.Namespace) -> int:
     boards = args.board or defaultBoards(args.satellites)
+    serials: dict[str, str] = {}
+    for given in args.serial or []:
+        board, sep, serial = given.partition("=")
+        if not sep or not board or not serial:
+            print(f"rcp certs: --serial {given}: expected BOARD=SERIAL", file=sys.stderr)
+            return 1
+        serials[board] = serial
     try:
         caCreated, files = createStation(
-            Path(args.dir), boards, station=args.station, days=args.days, force=args.force
+            Path(args.dir),
+            boards,
+            station=args.station,
+            days=args.days,
+            force=args.force,
+            serials=serials,
         )
     except CertError as e:
         print(f"rcp certs: {e}", file=sys.stderr)
@@ -97,6 +109,15 @@ def parser() -> argparse.ArgumentParser:
     )
     certs.add_argument(
         "--force", action="store_true", help="replace existing board files (never the CA)"
+    )
+    certs.add_argument(
+        "--serial",
+        action="append",
+        metavar="BOARD=SERIAL",
+        help=(
+            "put the board's serial number in its certificate (repeatable), so that a"
+            " controller finding it by serial number (discovery.serial) can check it"
+        ),
     )
     certs.set_defaults(run=_certs)
 

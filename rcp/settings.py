@@ -15,6 +15,8 @@ from typing import Any, Literal, cast
 from twisted.internet.endpoints import clientFromString, serverFromString
 
 from .config import ConfigError, atLeast, positive, setting
+from .discovery.records import checkSerial
+from .discovery.serial import DEVICE_TREE_SERIAL
 from .rpc import RpcLimits
 from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials
@@ -61,6 +63,18 @@ def endpointHost(description: str) -> str | None:
     parts = description.split(":")
     if len(parts) >= 3 and parts[0] in ("tcp", "host") and "=" not in parts[1]:
         return parts[1]
+    return None
+
+
+def endpointPort(description: str) -> int | None:
+    """The TCP port a server endpoint string listens on, if it names one."""
+    parts = description.split(":")
+    for part in parts[1:]:
+        if part.startswith("port="):
+            part = part[len("port=") :]
+        elif "=" in part:
+            continue
+        return int(part) if part.isdigit() else None
     return None
 
 
@@ -288,6 +302,58 @@ class AgentSimSettings:
     )
 
 
+def _serialNumber(value: str | None) -> None:
+    if value is not None:
+        checkSerial(value)
+
+
+def _addresses(value: list[str]) -> None:
+    for address in value:
+        if not _isAddress(address):
+            raise ValueError(f"not an IP address: {address!r}")
+
+
+@dataclass(frozen=True)
+class AgentDiscoverySettings:
+    advertise: bool = setting(
+        False, help="advertise the link by mDNS/DNS-SD with the board's serial number"
+    )
+    serial: str | None = setting(
+        None, help="the board's serial number; default: read from serial_file", check=_serialNumber
+    )
+    serial_file: str = setting(
+        DEVICE_TREE_SERIAL, help="file holding the board's serial number (if serial is not set)"
+    )
+    board: str | None = setting(
+        None, help="board name in the advert; default: the name in this board's certificate"
+    )
+    addresses: list[str] = setting(
+        help="IP addresses to advertise and to answer mDNS on; empty: every interface's",
+        factory=list,
+        check=_addresses,
+    )
+
+
+@dataclass(frozen=True)
+class ControllerDiscoverySettings:
+    serial: str | None = setting(
+        None,
+        help=(
+            "serial number of the agent's board: find it by mDNS/DNS-SD instead of"
+            " a fixed address (peer)"
+        ),
+        check=_serialNumber,
+    )
+    timeout: float = setting(
+        10.0, help="seconds a connection attempt waits for the agent's advert", check=positive
+    )
+    interfaces: list[str] = setting(
+        help="IP addresses of this board to browse on; empty: every interface",
+        factory=list,
+        check=_addresses,
+    )
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     listen: str | None = setting(
@@ -308,6 +374,9 @@ class AgentSettings:
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
     sim: AgentSimSettings = setting(help="the simulated EVerest side", factory=AgentSimSettings)
+    discovery: AgentDiscoverySettings = setting(
+        help="discovery by serial number", factory=AgentDiscoverySettings
+    )
 
     def timings(self) -> SyncTimings:
         return SyncTimings(poll_watchdog=self.link.poll_watchdog)
@@ -390,6 +459,9 @@ class ControllerSettings:
     sim: ControllerSimSettings = setting(
         help="the simulated EVerest side", factory=ControllerSimSettings
     )
+    discovery: ControllerDiscoverySettings = setting(
+        help="finding the agent by its board's serial number", factory=ControllerDiscoverySettings
+    )
 
     def timings(self) -> SyncTimings:
         return SyncTimings(
@@ -399,8 +471,15 @@ class ControllerSettings:
         )
 
     def validate(self) -> None:
-        if self.everest == "sim" and self.peer is None:
-            raise ConfigError("missing (required with everest: sim)", "peer")
+        if self.everest == "sim" and self.peer is None and self.discovery.serial is None:
+            raise ConfigError(
+                "missing (required with everest: sim, unless discovery.serial is set)", "peer"
+            )
+        if self.peer is not None and self.discovery.serial is not None:
+            raise ConfigError(
+                "give either peer (a fixed address) or discovery.serial, not both",
+                "discovery.serial",
+            )
         if self.everest == "mqtt":
             if not self.mqtt.module_ids:
                 raise ConfigError(
@@ -438,4 +517,7 @@ class ControllerSettings:
     def peerName(self) -> str | None:
         if self.tls.peer_name is not None:
             return self.tls.peer_name
+        if self.discovery.serial is not None:
+            # rcp certs --serial puts the serial number in the board's certificate
+            return self.discovery.serial
         return endpointHost(self.peer) if self.peer is not None else None

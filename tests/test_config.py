@@ -184,7 +184,7 @@ class ControllerSettingsTests(SynchronousTestCase):
                     ConfigError, fromMapping, ControllerSettings, {"tls": {"mode": "plain"}}
                 )
             ),
-            "peer: missing (required with everest: sim)",
+            "peer: missing (required with everest: sim, unless discovery.serial is set)",
         )
 
     def test_mqttNeedsNoPeer(self) -> None:

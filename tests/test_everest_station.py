@@ -154,7 +154,9 @@ class ManifestTests(SynchronousTestCase):
             {k: v["interface"] for k, v in agent["requires"].items()},
             {k: v for k, v in controllerMqtt.PROVIDES.items() if k != "satellite"},
         )
-        self.assertEqual(set(controller["config"]), {"hostname", "port"})
+        # upstream's keys, and rcp's optional ones (a default: C++ configs stay valid)
+        self.assertEqual(set(controller["config"]), {"hostname", "port", "serial_number"})
+        self.assertIn("default", controller["config"]["serial_number"])
 
     def test_satelliteInterface(self) -> None:
         data = yaml.safe_load((EVEREST / "interfaces" / "satellite.yaml").read_text())

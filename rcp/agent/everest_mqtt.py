@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,7 +26,7 @@ from twisted.python.failure import Failure
 from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
 from ..service import ListeningService, secureServerFactory
-from ..settings import DEFAULT_AGENT_PORT, AgentSettings
+from ..settings import DEFAULT_AGENT_PORT, AgentSettings, endpointPort
 from ..tls import Credentials
 from ..tunnel.table import PUSH_CHANNELS
 from .link import AgentLink
@@ -84,6 +85,7 @@ class MqttSatellite(StandaloneProcess):
         self.link: AgentLink | None = None
         self.listening: ListeningService | None = None
         self.listen: str | None = None
+        self.advert: Service | None = None
 
     def startService(self) -> None:
         self.log.info(
@@ -129,6 +131,27 @@ class MqttSatellite(StandaloneProcess):
             return
         self.listening = listening
         self.log.info("rcp-agent: listening on {listen}", listen=self.listen)
+        if self.settings.discovery.advertise:
+            self._advertise()
+
+    def _advertise(self) -> None:
+        from ..discovery.agent import SerialError, advertiser
+
+        assert self.listen is not None
+        port = endpointPort(self.listen)
+        if not port:
+            self.log.error(
+                "rcp-agent: discovery.advertise needs a fixed TCP port, listen is {listen}:"
+                " not advertising",
+                listen=self.listen,
+            )
+            return
+        try:
+            self.advert = advertiser(self.reactor, self.settings.discovery, port, self.credentials)
+        except SerialError as e:
+            self.end(1, f"discovery: {e}")
+            return
+        self.advert.startService()
 
     def _resetBoard(self, reason: str) -> None:
         if self.module.stopped or not self.module.connections("system"):
@@ -166,6 +189,10 @@ class MqttSatellite(StandaloneProcess):
             stopped = self.listening.stopService()
             if stopped is not None:
                 waits.append(stopped)
+        if self.advert is not None and self.advert.running:
+            withdrawn = self.advert.stopService()
+            if withdrawn is not None:
+                waits.append(withdrawn)
         if self.link is not None and not self.link.halted:
             self.link.halt()
         self.module.stop("stopping")

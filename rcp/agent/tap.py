@@ -10,7 +10,7 @@ from twisted.logger import Logger
 
 from ..options import ConfigOptions
 from ..service import ListeningService, SecurityNotice, exitProcess, secureServerFactory
-from ..settings import AgentSettings
+from ..settings import AgentSettings, endpointPort
 
 log = Logger()
 
@@ -91,4 +91,23 @@ def makeService(
     )
     rpc.setName("rpc")
     rpc.setServiceParent(top)
+    if settings.discovery.advertise:
+        _advertise(reactor, settings, options, top)
     return top
+
+
+def _advertise(reactor: Any, settings: AgentSettings, options: Options, top: MultiService) -> None:
+    from ..discovery.agent import SerialError, advertiser
+
+    port = endpointPort(settings.listenEndpoint)
+    if port is None or port == 0:
+        raise SystemExit(
+            "rcp-agent: discovery.advertise needs a fixed TCP port,"
+            f" listen is {settings.listenEndpoint}"
+        )
+    try:
+        advert = advertiser(reactor, settings.discovery, port, options.credentials)
+    except SerialError as e:
+        raise SystemExit(f"rcp-agent: discovery: {e}") from None
+    advert.setName("discovery")
+    advert.setServiceParent(top)

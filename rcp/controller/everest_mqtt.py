@@ -24,12 +24,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from ..aggregator import SystemAggregatorModule
+from ..discovery.directory import Directory
+from ..discovery.records import checkSerial
 from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
 from ..service import secureClientEndpoint
@@ -69,6 +72,21 @@ def peerOf(config: Mapping[str, Any]) -> tuple[str, int]:
     if type(port) is not int or not 1 <= port <= 65535:
         raise ValueError(f"the module config port is {port!r}, not a port number")
     return host.strip(), port
+
+
+def serialOf(config: Mapping[str, Any]) -> str | None:
+    """
+    The agent's serial number a SatelliteController's module config names
+    (rcp's optional key C{serial_number}), or L{None}.
+
+    @raise ValueError: it is not a serial number.
+    """
+    serial = config.get("serial_number")
+    if serial is None or serial == "":
+        return None
+    if not isinstance(serial, str):
+        raise ValueError(f"the module config serial_number is {serial!r}, not text")
+    return checkSerial(serial.strip())
 
 
 class MqttController(StandaloneProcess):
@@ -115,6 +133,8 @@ class MqttController(StandaloneProcess):
             )
         self.aggregator: SystemAggregatorModule | None = None
         self.links: dict[str, ControllerLink] = {}
+        self.directory: Directory | None = None
+        self.browser: Service | None = None
 
     def startService(self) -> None:
         self.log.info(
@@ -170,6 +190,11 @@ class MqttController(StandaloneProcess):
             )
             endpoint: IStreamClientEndpoint = clientFromString(self.reactor, self.settings.peer)
             return secureClientEndpoint(endpoint, self.credentials, self.settings.peerName)
+        serial = serialOf(module.config()) or (
+            self.settings.discovery.serial if len(self.modules) == 1 else None
+        )
+        if serial is not None:
+            return self._discovered(module, serial)
         host, port = peerOf(module.config())
         # one tls.peer_name cannot name several agents
         given = self.settings.tls.peer_name if len(self.modules) == 1 else None
@@ -189,6 +214,32 @@ class MqttController(StandaloneProcess):
             HostnameEndpoint(self.reactor, host.encode(), port), self.credentials, peerName
         )
 
+    def _discovered(self, module: MqttModule, serial: str) -> IStreamClientEndpoint:
+        from ..discovery.endpoint import DiscoveredEndpoint
+        from ..discovery.mdns import Browser
+
+        if self.directory is None:
+            self.directory = Directory(self.reactor)
+            self.browser = Browser(self.reactor, self.directory, self.settings.discovery.interfaces)
+            self.browser.startService()
+        # the name in the certificate: the module's hostname (the board name), else the serial
+        host = module.config().get("hostname")
+        given = self.settings.tls.peer_name if len(self.modules) == 1 else None
+        peerName = given or (host.strip() if isinstance(host, str) and host.strip() else serial)
+        if self.credentials is not None and _isAddress(peerName):
+            peerName = serial
+        self.log.info(
+            "rcp-controller: {module}: the agent of serial number {serial} (found by mDNS),"
+            " certificate name {name}",
+            module=module.moduleId,
+            serial=serial,
+            name=peerName,
+        )
+        found = DiscoveredEndpoint(
+            self.reactor, self.directory, serial, self.settings.discovery.timeout
+        )
+        return secureClientEndpoint(found, self.credentials, peerName)
+
     def _linkEnded(self, moduleId: str) -> Callable[[int, str], None]:
         def ended(code: int, reason: str) -> None:
             self.end(code, f"{moduleId}: {reason}")
@@ -198,6 +249,10 @@ class MqttController(StandaloneProcess):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         stops: list[Deferred[Any]] = [link.stop() for link in self.links.values()]
+        if self.browser is not None and self.browser.running:
+            stopped = self.browser.stopService()
+            if stopped is not None:
+                stops.append(stopped)
         for module in self._allModules():
             module.stop("stopping")
 

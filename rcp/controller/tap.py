@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from ..options import ConfigOptions
@@ -84,10 +85,22 @@ def makeService(
         modules.setServiceParent(top)
         return top
 
-    assert settings.peer is not None  # required with everest: sim
-    endpoint = secureClientEndpoint(
-        clientFromString(reactor, settings.peer), options.credentials, settings.peerName
-    )
+    if settings.discovery.serial is not None:
+        from ..discovery.directory import Directory
+        from ..discovery.endpoint import DiscoveredEndpoint
+        from ..discovery.mdns import Browser
+
+        directory = Directory(reactor)
+        browser = Browser(reactor, directory, settings.discovery.interfaces)
+        browser.setName("discovery")
+        browser.setServiceParent(top)
+        found: IStreamClientEndpoint = DiscoveredEndpoint(
+            reactor, directory, settings.discovery.serial, settings.discovery.timeout
+        )
+    else:
+        assert settings.peer is not None  # required with everest: sim
+        found = clientFromString(reactor, settings.peer)
+    endpoint = secureClientEndpoint(found, options.credentials, settings.peerName)
     # the simulation is imported only when it is used
     from .service import SimulatedController, exitProcess
 
