@@ -9,7 +9,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
 
@@ -36,15 +36,48 @@ def secureClientEndpoint(
     return tls.clientEndpoint(credentials, peerName, endpoint)
 
 
-def exitProcess(reactor: Any) -> Callable[[int, str], None]:
+def stoppedBySignal(reactor: Any) -> int | None:
+    """
+    The signal (SIGTERM, SIGINT) that is stopping C{reactor}, if one is.
+
+    twistd ends the process by that same signal once the reactor has
+    stopped, which systemd reads as a stop, not as the process ending by
+    itself.
+    """
+    # The reactor's own record, the one twistd itself reads.
+    number = getattr(reactor, "_exitSignal", None)
+    return number if isinstance(number, int) else None
+
+
+def exitProcess(
+    reactor: Any, exit: Callable[[int], object] = os._exit
+) -> Callable[[int, str], None]:
     """
     End the process with C{code} after a clean shutdown of the service tree:
     systemd restarts the station into a fresh common start.
+
+    A stop by signal wins, in every phase: when SIGTERM or SIGINT stops the
+    reactor before the process exits, it exits by that signal (twistd sees
+    to it), whatever code it was about to end with.
     """
+    codes: list[int] = []
+
+    def exitUnlessStopped() -> None:
+        if stoppedBySignal(reactor) is None:
+            exit(codes[0])
+
+    def stop() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # stopping already
 
     def end(code: int, reason: str) -> None:
-        reactor.addSystemEventTrigger("after", "shutdown", os._exit, code)
-        reactor.callLater(0, reactor.stop)
+        if codes:
+            return  # ending already: the first code stands
+        codes.append(code)
+        reactor.addSystemEventTrigger("after", "shutdown", exitUnlessStopped)
+        reactor.callLater(0, stop)
 
     return end
 

@@ -257,10 +257,14 @@ def notFound(name: str, argc: int) -> str:
     return f"rpclib: server could not find function '{name}' with argument count {argc}."
 
 
-def wrongCount(name: str, expected: int, got: int) -> str:
+def wrongCount(name: str, sent: int, takes: int) -> str:
+    """
+    rpclib's C0002 text, with its numbers swapped: "Expected" is the count
+    the caller sent, "got" the count the function takes.
+    """
     return (
         f"rpclib: client error C0002: Function '{name}' was called with an invalid number"
-        f" of arguments. Expected: {expected}, got: {got}"
+        f" of arguments. Expected: {sent}, got: {takes}"
     )
 
 
@@ -602,9 +606,9 @@ class CppControllerToRcpAgentTests(TestCase):
         )
         # wrong argument counts of the link's own methods: rpclib's C0002 text
         frame = await cpp.call("i_am_here", 1)
-        self.assertEqual(frame.message, [1, frame.msgid, wrongCount("i_am_here", 0, 1), None])
+        self.assertEqual(frame.message, [1, frame.msgid, wrongCount("i_am_here", 1, 0), None])
         frame = await cpp.call("push_var")
-        self.assertEqual(frame.message, [1, frame.msgid, wrongCount("push_var", 1, 0), None])
+        self.assertEqual(frame.message, [1, frame.msgid, wrongCount("push_var", 0, 1), None])
         self.assertEqual(board.boots, 1)
         self.assertTrue(cpp.peer.open)
 
@@ -619,13 +623,24 @@ class CppControllerToRcpAgentTests(TestCase):
             ("evse_manager_enable_disable", [1], 2),
             ("evse_manager_get_evse", [1], 0),
             ("sytem_reset", ["Soft"], 2),
+            ("evse_manager_reserve", [], 1),
         ]
-        for method, params, expected in calls:
+        for method, params, takes in calls:
             frame = await cpp.call(method, *params)
             self.assertEqual(
                 frame.message,
-                [1, frame.msgid, wrongCount(method, expected, len(params)), None],
+                [1, frame.msgid, wrongCount(method, len(params), takes), None],
             )
+        # the wire document's capture, byte for byte
+        msgid = cpp.request("evse_manager_reserve")
+        text = (
+            b"rpclib: client error C0002: Function 'evse_manager_reserve' was called"
+            b" with an invalid number of arguments. Expected: 0, got: 1"
+        )
+        self.assertEqual(
+            (await cpp.response(msgid)).raw,
+            cppResponse(msgid, "d9" + f"{len(text):02x}" + text.hex() + "c0"),
+        )
         self.assertEqual(board.boots, 1)
 
     async def test_segmentation(self) -> None:
@@ -647,6 +662,49 @@ class CppControllerToRcpAgentTests(TestCase):
         cpp.nextMsgid = 4
         frame = await cpp.response(3)
         self.assertEqual(frame.raw[:5], bytes.fromhex("94 01 03 c0 d9"))
+
+    async def test_nilParamsAreNoArguments(self) -> None:
+        """rpclib reads nil params as an empty array: the start-up works with them."""
+        board = await self.boot()
+        cpp = await self.connect(board)
+        here = bytes.fromhex("94 00 01 a9 695f616d5f68657265 c0")  # [0, 1, "i_am_here", nil]
+        self.assertEqual((await cpp.exchange(here)).raw, FALSE_1)
+        ready = bytes.fromhex("94 00 02 aa 695f616d5f7265616479 c0")  # [0, 2, "i_am_ready", nil]
+        self.assertEqual((await cpp.exchange(ready)).raw, NIL_2)
+        frame = await cpp.exchange(cppRequest(3, PAUSE[:-2] + "c0"))  # pause_charging, nil
+        self.assertEqual(frame.raw, cppResponse(3, FALSE))  # not charging
+        frame = await cpp.exchange(cppRequest(4, "a6 6e6f73756368 c0"))  # [0, 4, "nosuch", nil]
+        self.assertEqual(frame.message[2], notFound("nosuch", 0))
+        self.assertTrue(cpp.peer.open)
+
+    async def test_requestAndGarbageInOneRead(self) -> None:
+        """
+        A request and malformed bytes in the same segment: the request is
+        answered, then the agent closes the connection.
+        """
+        board = await self.boot()
+        cpp = await self.connect(board)
+        cpp.peer.write(HERE_1 + bytes.fromhex("c1"))
+        await cpp.peer.whenLost.addTimeout(5, reactor)
+        self.assertFalse(cpp.peer.closedHere)
+        self.assertEqual(cpp.peer.received, FALSE_1)
+
+    async def test_commandAndGarbageInOneRead(self) -> None:
+        """
+        The same with tunnelled commands, answered by the board's modules
+        after the read: every answer comes before the close.
+        """
+        board = await self.boot()
+        cpp = await self.synchronise(board)
+        cpp.peer.write(
+            cppRequest(3, PAUSE) + cppRequest(4, BOOT_REASON) + bytes.fromhex("93 05 c0 c0")
+        )
+        await cpp.peer.whenLost.addTimeout(5, reactor)
+        self.assertFalse(cpp.peer.closedHere)
+        self.assertEqual(
+            cpp.peer.received,
+            FALSE_1 + NIL_2 + cppResponse(3, FALSE) + cppResponse(4, POWER_UP),
+        )
 
     async def test_rpclibMsgidForms(self) -> None:
         """Msgids beyond a fixint come back as they went: uint8, uint16, uint32."""

@@ -58,9 +58,9 @@ LOCALHOST = "127.0.0.1"
 
 # rpclib's texts from the wire document, written out in full.
 UNKNOWN_NOSUCH_2 = "rpclib: server could not find function 'nosuch' with argument count 2."
-ADD_GOT_1 = (
+ADD_GOT_1 = (  # rpclib's swap: Expected is the count sent, got the count taken
     "rpclib: client error C0002: Function 'add' was called with an invalid number of"
-    " arguments. Expected: 2, got: 1"
+    " arguments. Expected: 1, got: 2"
 )
 FAIL_NOPE = (
     "rpclib: function 'fail' (called with 1 arg(s)) threw an exception."

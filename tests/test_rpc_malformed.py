@@ -4,7 +4,8 @@ of malformed message, slow peer and non-reading peer.
 
 The rule under test: a request whose msgid can be read gets an error
 response and the connection stays; anything else closes that one connection
-with a log line naming the peer and the problem.  Either way the server goes
+with a log line naming the peer and the problem, after answering the
+requests that came before it.  Either way the server goes
 on answering well-formed requests: on the same connection when it stays
 open, on a new one when it closed, and all along on a second connection.
 
@@ -32,7 +33,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from rcp.rpc import MethodRegistry, RpcFactory, RpcLimits, RpcProtocol
+from rcp.rpc import MethodRegistry, NotConnected, RpcFactory, RpcLimits, RpcProtocol
 
 reactor: Any = _reactor
 
@@ -125,21 +126,24 @@ class MalformedBase(SynchronousTestCase):
         self.assertServed(self.conn)
         self.assertServed(self.bystander)
 
-    def assertClosed(self, data: bytes, problem: str) -> None:
+    def assertClosed(self, data: bytes, problem: str, answers: bytes = b"") -> None:
         """
-        C{data} closes the connection at once, without an answer, and the log
-        names the peer and the problem; a new connection is served.
+        C{data} closes the connection at once, with C{answers} only, and the
+        log names the peer and the problem; a new connection is served.
         """
         self.conn.feed(data)
-        self.assertConnectionClosed(problem)
+        self.assertConnectionClosed(problem, answers=answers)
 
-    def assertConnectionClosed(self, problem: str, prefix: bool = False) -> None:
+    def assertConnectionClosed(
+        self, problem: str, prefix: bool = False, answers: bytes = b""
+    ) -> None:
         """
-        The connection is aborted without an answer, with one log line; with
-        C{prefix}, C{problem} is how that line's problem text starts.
+        The connection is closed after C{answers} (nothing else is written),
+        with one log line; with C{prefix}, C{problem} is how that line's
+        problem text starts.
         """
-        self.assertEqual(self.conn.take(), b"")
-        self.assertTrue(self.conn.aborted)
+        self.assertEqual(self.conn.take(), answers)
+        self.assertTrue(self.conn.closed)
         [warning] = warnings(self.events)
         expected = f"{PEER_NAME}: protocol violation, closing the connection: {problem}"
         if prefix:
@@ -167,6 +171,101 @@ class NotMsgpackTests(MalformedBase):
     def test_deepNesting(self) -> None:
         """Nesting deeper than msgpack's stack (1024) cannot be framed."""
         self.assertClosed(h("91") * 2000 + h("01"), "not a msgpack stream (StackError)")
+
+
+class SameReadTests(MalformedBase):
+    """
+    Well-formed requests and then malformed bytes in one read: the requests
+    are answered before the connection closes (rpclib peers write a request
+    and whatever follows it in one segment).
+    """
+
+    limits = RpcLimits(writeStallTimeout=60)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.later: list[Deferred[Any]] = []
+        self.factory.methods.register("later", self._later)
+
+    def _later(self) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.later.append(d)
+        return d
+
+    def test_requestThenStrayByte(self) -> None:
+        self.assertClosed(
+            pack([0, 5, "add", [1, 2]]) + h("c1"),
+            "not a msgpack stream (FormatError)",
+            answers=pack([1, 5, None, 3]),
+        )
+
+    def test_requestsThenDeepNesting(self) -> None:
+        self.assertClosed(
+            pack([0, 5, "add", [1, 2]]) + pack([0, 6, "echo", ["x"]]) + h("91") * 2000,
+            "not a msgpack stream (StackError)",
+            answers=pack([1, 5, None, 3]) + pack([1, 6, None, "x"]),
+        )
+
+    def test_requestThenBadShape(self) -> None:
+        """What follows the bad message in the same read is not handled."""
+        self.assertClosed(
+            pack([0, 5, "add", [1, 2]]) + pack([3, 1, "add", []]) + pack([0, 6, "add", [3, 4]]),
+            "unknown message type 3",
+            answers=pack([1, 5, None, 3]),
+        )
+
+    def test_malformedRequestThenStrayByte(self) -> None:
+        """A malformed request with a msgid is answered too (with its error)."""
+        problem = "request has 3 elements instead of 4"
+        self.conn.feed(pack([0, 5, "add"]) + h("c1"))
+        self.assertEqual(self.conn.take(), pack([1, 5, f"rcp: malformed request: {problem}", None]))
+        self.assertTrue(self.conn.closed)
+
+    def test_laterAnswersComeBeforeTheClose(self) -> None:
+        """A handler answering later: the close waits for its answer."""
+        self.conn.feed(
+            pack([0, 5, "later", []]) + pack([0, 6, "add", [1, 2]]) + pack([0, 7, "later", []])
+        )
+        self.assertEqual(self.conn.take(), pack([1, 6, None, 3]))
+        self.conn.feed(h("c1"))
+        self.assertFalse(self.conn.closed)
+        self.later[1].callback("second")
+        self.assertEqual(self.conn.take(), pack([1, 7, None, "second"]))
+        self.assertFalse(self.conn.closed)
+        self.later[0].callback("first")
+        self.assertEqual(self.conn.take(), pack([1, 5, None, "first"]))
+        self.assertTrue(self.conn.closed)
+        self.assertEqual(
+            warnings(self.events),
+            [
+                f"{PEER_NAME}: protocol violation, closing the connection:"
+                " not a msgpack stream (FormatError)"
+            ],
+        )
+        # no more requests are taken, and no calls made
+        self.conn.feed(pack([0, 8, "add", [1, 1]]))
+        self.assertEqual(self.conn.take(), b"")
+        self.conn.lose()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_closeAfterViolationHasADeadline(self) -> None:
+        """An answer that never comes: the connection is aborted in the end."""
+        self.conn.feed(pack([0, 5, "later", []]) + h("c1"))
+        self.assertFalse(self.conn.closed)
+        self.clock.advance(self.limits.writeStallTimeout - 0.1)
+        self.assertFalse(self.conn.closed)
+        self.clock.advance(0.1)
+        self.assertTrue(self.conn.aborted)
+        self.conn.lose()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.later[0].callback("too late")
+        self.assertEqual(self.conn.take(), b"")
+
+    def test_noCallsWhileClosing(self) -> None:
+        self.conn.feed(pack([0, 5, "later", []]) + h("c1"))
+        self.failureResultOf(self.conn.proto.call("ping"), NotConnected)
+        self.assertRaises(NotConnected, self.conn.proto.notify, "ping")
+        self.assertEqual(self.conn.take(), b"")
 
 
 class ShapeTests(MalformedBase):
@@ -283,9 +382,30 @@ class RequestTests(MalformedBase):
         )
 
     def test_paramsNil(self) -> None:
-        self.assertErrorResponse(
-            pack([0, 9, "add", None]), 9, "request params are nil, not an array"
+        """rpclib reads nil params as no arguments."""
+        self.conn.feed(pack([0, 9, "add", None]) + pack([0, 10, "nosuch", None]))
+        self.assertEqual(
+            self.conn.take(),
+            pack(
+                [
+                    1,
+                    9,
+                    "rpclib: client error C0002: Function 'add' was called with an"
+                    " invalid number of arguments. Expected: 0, got: 2",
+                    None,
+                ]
+            )
+            + pack(
+                [
+                    1,
+                    10,
+                    "rpclib: server could not find function 'nosuch' with argument count 0.",
+                    None,
+                ]
+            ),
         )
+        self.assertEqual(warnings(self.events), [])
+        self.assertServed(self.conn)
 
     def test_paramsString(self) -> None:
         self.assertErrorResponse(
@@ -612,7 +732,7 @@ class NotReadingTests(MalformedBase):
         self.clock.advance(29)
         self.assertFalse(self.conn.closed)
         self.clock.advance(1)
-        self.assertTrue(self.conn.aborted)
+        self.assertTrue(self.conn.closed)
         self.assertEqual(
             warnings(self.events),
             [
@@ -620,6 +740,19 @@ class NotReadingTests(MalformedBase):
                 " a message stayed incomplete for 30 s (2 bytes received)"
             ],
         )
+
+    def test_violationWhilePausedAnswersFirst(self) -> None:
+        """
+        Requests read while the peer was not reading, then bad bytes: the
+        requests are answered once it reads again, then the close comes.
+        """
+        self.stall()
+        self.conn.feed(b"".join(pack([0, i, "add", [i, i]]) for i in range(3)) + h("c1"))
+        self.assertEqual(self.conn.take(), b"")
+        self.assertFalse(self.conn.closed)
+        self.conn.proto.resumeProducing()
+        self.assertEqual(self.conn.take(), b"".join(pack([1, i, None, 2 * i]) for i in range(3)))
+        self.assertTrue(self.conn.closed)
 
 
 class RawClient(Protocol):
@@ -655,7 +788,7 @@ class RealSocketTests(TestCase):
         self.handled = 0
         self.buffered: list[int] = []
         self.servers: list[RpcProtocol] = []
-        methods = MethodRegistry({"add": lambda a, b: a + b, "big": self._big})
+        methods = MethodRegistry({"add": lambda a, b: a + b, "big": self._big, "slow": self._slow})
         limits = RpcLimits(frameTimeout=0.5, writeStallTimeout=0.5)
         factory = RpcFactory(reactor, methods, limits, connected=self.servers.append)
         port: IListeningPort = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
@@ -671,6 +804,9 @@ class RealSocketTests(TestCase):
             lost = proto.whenDisconnected()
             proto.abort()
             await lost
+
+    def _slow(self) -> Deferred[str]:
+        return deferLater(reactor, 0.1, lambda: "slow")
 
     def _big(self) -> str:
         # The server's own write buffer for this connection, before this
@@ -721,6 +857,24 @@ class RealSocketTests(TestCase):
             warnings(self.events),
         )
         self.assertEqual(raw.received, b"")
+
+    async def test_answeredBeforeTheCloseOverTcp(self) -> None:
+        """
+        A request and garbage in one segment: the answer reaches the peer
+        before the close (an abort would drop it from the write buffer).
+        """
+        raw = await self.raw()
+        raw.transport.write(pack([0, 5, "add", [1, 2]]) + pack([0, 6, "slow", []]) + b"\xc1")  # type: ignore[union-attr]
+        await raw.lost.addTimeout(5, reactor)
+        self.assertEqual(bytes(raw.received), pack([1, 5, None, 3]) + pack([1, 6, None, "slow"]))
+        self.assertTrue(
+            self.logged(
+                f"{raw.name}: protocol violation, closing the connection:"
+                " not a msgpack stream (FormatError)"
+            ),
+            warnings(self.events),
+        )
+        await self.goodCallWorks()
 
     async def test_malformedRequestAnsweredOverTcp(self) -> None:
         raw = await self.raw()

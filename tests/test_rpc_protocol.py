@@ -667,12 +667,12 @@ class ArityOverTheWireTests(SynchronousTestCase):
         self.assertEqual(
             self.call("opt", 1, 2, 3),
             "rpclib: client error C0002: Function 'opt' was called with an invalid number"
-            " of arguments. Expected: 2, got: 3",
+            " of arguments. Expected: 3, got: 2",
         )
         self.assertEqual(
             self.call("opt"),
             "rpclib: client error C0002: Function 'opt' was called with an invalid number"
-            " of arguments. Expected: 1, got: 0",
+            " of arguments. Expected: 0, got: 1",
         )
 
     def test_varArgs(self) -> None:

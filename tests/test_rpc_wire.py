@@ -42,13 +42,23 @@ def str8(text: str) -> bytes:
 # rcp.rpc.wire so that a change there shows up as a failure.
 UNKNOWN_NOSUCH_2 = "rpclib: server could not find function 'nosuch' with argument count 2."
 UNKNOWN_NOSUCH_0 = "rpclib: server could not find function 'nosuch' with argument count 0."
+# rpclib swaps the two numbers: "Expected" is the count sent, "got" the
+# count the function takes (add takes 2).
 ADD_GOT_1 = (
     "rpclib: client error C0002: Function 'add' was called with an invalid number of"
-    " arguments. Expected: 2, got: 1"
+    " arguments. Expected: 1, got: 2"
 )
 ADD_GOT_3 = (
     "rpclib: client error C0002: Function 'add' was called with an invalid number of"
-    " arguments. Expected: 2, got: 3"
+    " arguments. Expected: 3, got: 2"
+)
+ADD_GOT_0 = (
+    "rpclib: client error C0002: Function 'add' was called with an invalid number of"
+    " arguments. Expected: 0, got: 2"
+)
+ECHO_GOT_2 = (
+    "rpclib: client error C0002: Function 'echo' was called with an invalid number of"
+    " arguments. Expected: 2, got: 1"
 )
 FAIL_NOPE = (
     "rpclib: function 'fail' (called with 1 arg(s)) threw an exception."
@@ -208,6 +218,24 @@ class ServerBytesTests(_Connected):
         self.assertEqual(self.written(), h("94 01 05") + str8(ADD_GOT_1) + h("c0"))
         self.feed(h("94 00 06 a3 616464 93 01 02 03"))  # add(1, 2, 3)
         self.assertEqual(self.written(), h("94 01 06") + str8(ADD_GOT_3) + h("c0"))
+        self.feed(h("94 00 07 a3 616464 90"))  # add()
+        self.assertEqual(self.written(), h("94 01 07") + str8(ADD_GOT_0) + h("c0"))
+        # the wire document's capture: a one-argument echo called with 2
+        self.feed(h("94 00 08 a4 6563686f 92 01 02"))  # echo(1, 2)
+        self.assertEqual(self.written(), h("94 01 08") + str8(ECHO_GOT_2) + h("c0"))
+        self.assertStillOpen()
+
+    def test_nilParamsAreNoArguments(self) -> None:
+        """rpclib reads nil params as an empty array."""
+        self.feed(h("94 00 02 a4 766f6964 c0"))  # [0, 2, "void", nil]
+        self.assertEqual(self.written(), h("94 01 02 c0 c0"))
+        self.feed(h("94 00 03 a6 6e6f73756368 c0"))  # [0, 3, "nosuch", nil]
+        self.assertEqual(self.written(), h("94 01 03") + str8(UNKNOWN_NOSUCH_0) + h("c0"))
+        self.feed(h("94 00 07 a3 616464 c0"))  # [0, 7, "add", nil]
+        self.assertEqual(self.written(), h("94 01 07") + str8(ADD_GOT_0) + h("c0"))
+        self.feed(h("93 02 a4 6e6f7465 c0"))  # [2, "note", nil]
+        self.assertEqual(self.notes, [[]])
+        self.assertEqual(self.written(), b"")
         self.assertStillOpen()
 
     def test_handlerRaises(self) -> None:

@@ -203,6 +203,8 @@ class RpcProtocol(Protocol):
         self._stallTimer: IDelayedCall | None = None
         self._closeTimer: IDelayedCall | None = None
         self._closing = False
+        # closing once the requests being handled are answered
+        self._draining = False
         self._lostWaiters: list[Deferred[BaseException]] = []
         self._lostReason: BaseException | None = None
         self._tls = False
@@ -240,12 +242,15 @@ class RpcProtocol(Protocol):
             self._onConnect(self)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._draining:
             return
         try:
             frames = self._framer.feed(data)
         except wire.FramingError as e:
-            self._violation(str(e))
+            # The messages before the bad bytes came first: they are still
+            # handled and answered, then the connection closes.
+            self._backlog.extend(e.frames)
+            self._endInput(str(e))
             return
         self._backlog.extend(frames)
         self._dispatch()
@@ -261,6 +266,7 @@ class RpcProtocol(Protocol):
             )
         self.connected = False
         self._closing = True
+        self._draining = False
         self._backlog.clear()
         for timer in (self._frameTimer, self._stallTimer, self._closeTimer, self._deadlineTimer):
             if timer is not None and timer.active():
@@ -321,7 +327,7 @@ class RpcProtocol(Protocol):
             L{EncodeError} or the reason the connection was lost.
             Cancelling it abandons the call.
         """
-        if not self.connected or self._closing:
+        if not self.connected or self._closing or self._draining:
             return _failed(NotConnected(f"cannot call {method}: not connected"))
         msgid = self._allocateMsgid()
         try:
@@ -346,7 +352,7 @@ class RpcProtocol(Protocol):
         @raise NotConnected: the connection is closed.
         @raise EncodeError: a parameter has no msgpack form.
         """
-        if not self.connected or self._closing:
+        if not self.connected or self._closing or self._draining:
             raise NotConnected(f"cannot notify {method}: not connected")
         try:
             data = wire.encodeNotification(method, list(params))
@@ -374,7 +380,8 @@ class RpcProtocol(Protocol):
         """
         if self.transport is not None and not self._closing:
             self._closing = True
-            self._closeTimer = self.clock.callLater(self.limits.writeStallTimeout, self.abort)
+            if self._closeTimer is None:
+                self._closeTimer = self.clock.callLater(self.limits.writeStallTimeout, self.abort)
             self.transport.loseConnection()
 
     def abort(self) -> None:
@@ -406,6 +413,7 @@ class RpcProtocol(Protocol):
                 self._handleFrame(self._backlog.popleft())
         finally:
             self._dispatching = False
+        self._closeIfAnswered()
 
     def _handleFrame(self, frame: bytes) -> None:
         try:
@@ -428,9 +436,9 @@ class RpcProtocol(Protocol):
             return
         if not method.accepts(len(params)):
             argc = len(params)
-            expected = method.minArgs if argc < method.minArgs else method.maxArgs
-            assert expected is not None
-            self._respond(msgid, wire.wrongArgumentCount(name, expected, argc), None)
+            takes = method.minArgs if argc < method.minArgs else method.maxArgs
+            assert takes is not None
+            self._respond(msgid, wire.wrongArgumentCount(name, sent=argc, takes=takes), None)
             return
         self._requestStarted()
         argc = len(params)
@@ -503,6 +511,7 @@ class RpcProtocol(Protocol):
         self._inflight -= 1
         if self._inflight < self.limits.maxConcurrentRequests:
             self._resumeReading("inflight")
+        self._closeIfAnswered()
 
     def _handleResponse(self, response: wire.Response) -> None:
         pending = self._pending.pop(response.msgid, None)
@@ -559,7 +568,7 @@ class RpcProtocol(Protocol):
 
     def _watchPartialFrame(self, progress: bool) -> None:
         # While we do not read, the peer cannot finish its message: no timer.
-        if self._framer.pending == 0 or self._pausedFor:
+        if self._framer.pending == 0 or self._pausedFor or self._draining:
             if self._frameTimer is not None:
                 self._frameTimer.cancel()
                 self._frameTimer = None
@@ -599,7 +608,12 @@ class RpcProtocol(Protocol):
             return
         # Messages read before the pause come first; they may pause again.
         self._dispatch()
-        if not self._pausedFor and not self._closing and self.transport is not None:
+        if (
+            not self._pausedFor
+            and not self._closing
+            and not self._draining
+            and self.transport is not None
+        ):
             self.transport.resumeProducing()  # type: ignore[attr-defined]
             self._watchPartialFrame(progress=False)
 
@@ -686,12 +700,34 @@ class RpcProtocol(Protocol):
             self.transport.write(data)
 
     def _violation(self, problem: str) -> None:
+        # What came after the violation is dropped unread.
+        self._backlog.clear()
+        self._endInput(problem)
+
+    def _endInput(self, problem: str) -> None:
+        # Nothing more is read from this peer.  The requests it sent before
+        # the problem are still answered, then the connection closes after
+        # those answers; within writeStallTimeout, else it is aborted.
         self.log.warn(
             "{peer}: protocol violation, closing the connection: {problem}",
             peer=self.peer,
             problem=problem,
         )
-        self.abort()
+        if self._closing or self._draining:
+            return
+        self._draining = True
+        if self._frameTimer is not None:
+            self._frameTimer.cancel()
+            self._frameTimer = None
+        self._closeTimer = self.clock.callLater(self.limits.writeStallTimeout, self.abort)
+        self._dispatch()
+        self._closeIfAnswered()
+
+    def _closeIfAnswered(self) -> None:
+        if self._draining and not self._backlog and not self._inflight and not self._closing:
+            self._closing = True
+            if self.transport is not None and self.connected:
+                self.transport.loseConnection()
 
 
 def _exceptionText(failure: Failure) -> str:

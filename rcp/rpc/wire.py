@@ -67,7 +67,14 @@ class FramingError(Exception):
     """
     The byte stream cannot be cut into msgpack messages any more (not
     msgpack, or a message over the size limit).  The connection is lost.
+
+    @ivar frames: the messages the same call to L{Framer.feed} completed
+        before the bad bytes: they arrived first and are still handled.
     """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.frames: list[bytes] = []
 
 
 class BadMessage(Exception):
@@ -118,13 +125,18 @@ class Framer:
         Add bytes from the transport; return every message they complete.
 
         @raise FramingError: the stream is not msgpack or a message is too
-            large.  The framer must not be used afterwards.
+            large; its C{frames} are the messages completed before that.
+            The framer must not be used afterwards.
         """
         frames: list[bytes] = []
         # The skipper holds at most one unfinished message plus one slice:
         # a longer read (a test, a TLS record batch) is fed piece by piece.
-        for offset in range(0, len(data), _READ_SLACK):
-            self._feedSlice(data[offset : offset + _READ_SLACK], frames)
+        try:
+            for offset in range(0, len(data), _READ_SLACK):
+                self._feedSlice(data[offset : offset + _READ_SLACK], frames)
+        except FramingError as e:
+            e.frames = frames
+            raise
         return frames
 
     def _feedSlice(self, data: bytes, frames: list[bytes]) -> None:
@@ -256,7 +268,9 @@ def classify(message: object) -> Message:
         method, params = _methodName(message[2]), message[3]
         if method is None:
             raise BadMessage(f"request method name is {_typeName(message[2])}, not a string", msgid)
-        if type(params) is not list:
+        if params is None:
+            params = []  # rpclib reads nil params as no arguments
+        elif type(params) is not list:
             raise BadMessage(f"request params are {_typeName(params)}, not an array", msgid)
         return Request(msgid, method, params)
     if kind == RESPONSE:
@@ -275,7 +289,9 @@ def classify(message: object) -> Message:
         method, params = _methodName(message[1]), message[2]
         if method is None:
             raise BadMessage(f"notification method name is {_typeName(message[1])}, not a string")
-        if type(params) is not list:
+        if params is None:
+            params = []
+        elif type(params) is not list:
             raise BadMessage(f"notification params are {_typeName(params)}, not an array")
         return Notification(method, params)
     raise BadMessage(f"unknown message type {kind}")
@@ -351,10 +367,14 @@ def noSuchFunction(name: str, argc: int) -> str:
     return f"rpclib: server could not find function '{name}' with argument count {argc}."
 
 
-def wrongArgumentCount(name: str, expected: int, got: int) -> str:
+def wrongArgumentCount(name: str, sent: int, takes: int) -> str:
+    """
+    rpclib's text swaps its two numbers: "Expected" is the count the caller
+    C{sent}, "got" the count the function C{takes}.
+    """
     return (
         f"rpclib: client error C0002: Function '{name}' was called with an invalid"
-        f" number of arguments. Expected: {expected}, got: {got}"
+        f" number of arguments. Expected: {sent}, got: {takes}"
     )
 
 

@@ -189,8 +189,14 @@ class StandaloneProcess(Service):
         return bool(self.running) and self.ended is None
 
     def end(self, code: int, reason: str) -> None:
-        """End the process (once)."""
+        """
+        End the process (once).  While the service stops (a stop by signal),
+        what fails on the way is part of the stop, not an end.
+        """
         if self.ended is not None:
+            return
+        if not self.running:
+            self.log.info("{role}: stopping ({reason})", role=self.role, reason=reason)
             return
         self.ended = (code, reason)
         self.log.error(
