@@ -86,17 +86,10 @@ class TwoHosts(TestCase):
                 ip("-n", ns, "link", "set", link, "up")
                 ip("-n", ns, "link", "set", "lo", "up")
         else:
+            command = [sys.executable, str(WIRE), self.main, self.mainIf, f"{MAIN_ADDRESS}/24"]
+            command += [self.satellite, self.satIf, f"{SATELLITE_ADDRESS}/24"]
             self.wire = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(WIRE),
-                    self.main,
-                    self.mainIf,
-                    f"{MAIN_ADDRESS}/24",
-                    self.satellite,
-                    self.satIf,
-                    f"{SATELLITE_ADDRESS}/24",
-                ],
+                command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
