@@ -130,7 +130,7 @@ def brief(value: object, limit: int = LIMIT) -> str:
         return f"<{typeName(value)}>"
 
 
-def errorText(error: BaseException, limit: int = LIMIT) -> str:
+def errorText(error: object, limit: int = LIMIT) -> str:
     """What an exception says (its type when it says nothing), cut; never raises."""
     try:
         text = str(error)

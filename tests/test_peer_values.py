@@ -24,21 +24,32 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from rcp.agent.link import AgentLink
 from rcp.controller.link import ControllerLink
-from rcp.everest.sim.bus import SimBus
-from rcp.rpc import HandlerError, MethodRegistry, RpcProtocol
+from rcp.everest.interface import CommandError
+from rcp.everest.sim.bus import SimBus, SimModule
+from rcp.rpc import HandlerError, MethodRegistry, RemoteError, RpcProtocol
 from rcp.sync import SyncTimings
-from rcp.tunnel.table import CHANNELS, EXIT, I_AM_HERE, I_AM_READY, PUSH_VAR, RETRIEVE
+from rcp.tunnel.table import (
+    CHANNELS,
+    EXIT,
+    I_AM_HERE,
+    I_AM_READY,
+    PUSH_VAR,
+    RETRIEVE,
+    Codec,
+    Command,
+)
+from rcp.untrusted import PeerValueError, brief, cut, errorText, loadsJson
 
 TIMINGS = SyncTimings(here_timeout=2.0, retry_interval=0.5, poll_timeout=5.0, poll_watchdog=10.0)
 
@@ -110,8 +121,8 @@ class MemoryEndpoint:
         self.pumps: list[iosim.IOPump] = []
         self.servers: list[RpcProtocol] = []
 
-    def connect(self, factory: Factory) -> Deferred[Any]:
-        client = factory.buildProtocol(None)
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        client = factory.buildProtocol(MAIN)
         server = self.server()
         self.servers.append(server)
         pump = iosim.connect(
@@ -153,11 +164,11 @@ class FakeAgent:
         methods.register(PUSH_VAR, lambda event: self._answer(PUSH_VAR, event))
         for channel in CHANNELS:
             for command in channel.commands:
-                name = channel.rpcName(command)
-                methods.register(
-                    name, (lambda name: lambda *args: self._answer(name, *args))(name), (0, None)
-                )
+                methods.register(channel.rpcName(command), self._answerer(channel.rpcName(command)))
         return RpcProtocol(self.clock, methods)
+
+    def _answerer(self, method: str) -> Callable[..., Any]:
+        return lambda *args: self._answer(method, *args)
 
     def _record(self, method: str, result: Any, *args: Any) -> Any:
         self.calls.append((method, args))
@@ -316,3 +327,437 @@ class BadPollAnswerTests(SynchronousTestCase):
         rig.run(3.0)
         self.assertGreater(rig.agent.count(RETRIEVE), 6, "polling goes on")
         rig.stop()
+
+
+# -- the controller's other calls ------------------------------------------------
+
+#: an EVerest value of the right type for each encoding
+SAMPLES: dict[Codec, Any] = {
+    Codec.JSON: {"a": [1, 2.5, "x"]},
+    Codec.INT: 1,
+    Codec.BOOL: True,
+    Codec.STR: "Soft",
+    Codec.NIL: None,
+}
+
+COMMANDS: list[tuple[str, Command]] = [(c.name, cmd) for c in CHANNELS for cmd in c.commands]
+
+
+def callEveryCommand(rig: ControllerRig) -> list[tuple[str, Deferred[Any]]]:
+    """Call every tunnelled command on the main board, as its consumer."""
+    calls = []
+    for channel, command in COMMANDS:
+        args = {arg.name: SAMPLES[arg.codec] for arg in command.args}
+        calls.append((f"{channel}.{command.name}", rig.consumer.call(channel, command.name, args)))
+    return calls
+
+
+def outcomes(case: SynchronousTestCase, calls: list[tuple[str, Deferred[Any]]]) -> list[Any]:
+    """Each call's result, or its L{CommandError}; anything else fails the test."""
+    results = []
+    for label, d in calls:
+        seen: list[Any] = []
+        d.addBoth(seen.append)
+        case.assertTrue(seen, f"{label} answered")
+        if isinstance(seen[0], Failure):
+            case.assertIsInstance(seen[0].value, CommandError, f"{label}: {seen[0]}")
+            case.assertLess(len(str(seen[0].value)), 1500, f"{label}: the error text is cut")
+        results.append(seen[0])
+    return results
+
+
+class BadCommandResultTests(SynchronousTestCase):
+    """A result of the wrong kind fails that command with a clear error; the link goes on."""
+
+    def assertCommandErrors(self, answer: Any) -> None:
+        rig = ControllerRig(self)
+        rig.sync()
+        for _, command in COMMANDS:
+            rig.agent.answers[_rpcName(command)] = answer
+        calls = callEveryCommand(rig)
+        rig.run(1.0)
+        results = outcomes(self, calls)
+        self.assertEqual(rig.ended, [], brief(answer))
+        self.assertTrue(rig.link.synced)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        for line in rig.lines():
+            self.assertLess(len(line), 1000)
+        rig.stop()
+        return results  # type: ignore[return-value]
+
+    def test_deepJson(self) -> None:
+        """RecursionError while decoding a result: a CommandError, not a traceback."""
+        self.assertCommandErrors(DEEP_JSON)
+
+    def test_deepArray(self) -> None:
+        deep: Any = "x"
+        for _ in range(1000):
+            deep = [deep]
+        self.assertCommandErrors(deep)
+
+    def test_deepErrorAnswer(self) -> None:
+        """An error answer whose value cannot even be printed in full."""
+        deep: Any = "x" * 100_000
+        for _ in range(1000):
+            deep = [deep]
+        self.assertCommandErrors(HandlerError(deep))
+
+    def test_hugeErrorText(self) -> None:
+        self.assertCommandErrors(HandlerError("x" * 500_000))
+
+    def test_hereAnsweredDeep(self) -> None:
+        """An i_am_here answer that cannot be printed: a failed start-up call, tried again."""
+        rig = ControllerRig(self)
+        deep: Any = True
+        for _ in range(1020):
+            deep = [deep]
+        answers = [deep, False]
+        original = rig.agent._record
+
+        def record(method: str, result: Any, *args: Any) -> Any:
+            if method == I_AM_HERE:
+                return answers.pop(0)
+            return original(method, result, *args)
+
+        rig.agent._record = record  # type: ignore[method-assign]
+        rig.link.start()
+        rig.run(1.0)  # retry_interval, not here_timeout
+        self.assertTrue(rig.link.synced)
+        self.assertTrue(any("not a boolean" in line for line in rig.lines(LogLevel.info)))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        rig.stop()
+
+
+def _rpcName(command: Command) -> str:
+    for channel in CHANNELS:
+        if command in channel.commands:
+            return channel.rpcName(command)
+    raise KeyError(command)
+
+
+# -- the agent's methods -------------------------------------------------------------
+
+
+class AgentRig:
+    """An AgentLink on a simulated satellite, called by a raw RPC client."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.case = case
+        self.clock = Clock()
+        self.log = EventLoggingObserver()
+        globalLogPublisher.addObserver(self.log)
+        case.addCleanup(globalLogPublisher.removeObserver, self.log)
+        self.bus = SimBus(self.clock, "satellite")
+        self.devices: dict[str, SimModule] = {}
+        for channel in CHANNELS:
+            device = self.bus.module(f"dev_{channel.name}")
+            for command in channel.commands:
+                device.provideCommand("main", command.name, self._answer(command))
+            self.devices[channel.name] = device
+        self.module = self.bus.module(
+            "agent", {c.name: [(f"dev_{c.name}", "main")] for c in CHANNELS}
+        )
+        self.resets: list[str] = []
+        self.link = AgentLink(self.module, self.clock, self.resets.append, timings=TIMINGS)
+        server = self.link.buildProtocol()
+        assert server is not None
+        self.server = server
+        self.client = RpcProtocol(self.clock, MethodRegistry())
+        self.pump = iosim.connect(
+            server,
+            iosim.FakeTransport(server, isServer=True, hostAddress=AGENT, peerAddress=MAIN),
+            self.client,
+            iosim.FakeTransport(self.client, isServer=False, hostAddress=MAIN, peerAddress=AGENT),
+            greet=False,
+            clock=self.clock,
+        )
+
+    @staticmethod
+    def _answer(command: Command) -> Callable[[dict[str, Any]], Any]:
+        return lambda args: "Accepted" if command.result is Codec.STR else SAMPLES[command.result]
+
+    def run(self, seconds: float = 0.0) -> None:
+        elapsed = 0.0
+        while True:
+            for _ in range(30):
+                self.clock.advance(0)
+                self.pump.flush()
+            if elapsed >= seconds:
+                break
+            self.clock.advance(0.1)
+            elapsed += 0.1
+
+    def call(self, method: str, *params: Any) -> Any:
+        """Call C{method}; its result, or its L{RemoteError}."""
+        d = self.client.call(method, *params, timeout=None)
+        self.run()
+        if not d.called:
+            self.run(1.5)  # a held poll
+        seen: list[Any] = []
+        d.addBoth(seen.append)
+        self.case.assertTrue(seen, f"{method} answered")
+        if isinstance(seen[0], Failure):
+            self.case.assertIsInstance(seen[0].value, RemoteError, f"{method}: {seen[0]}")
+            return seen[0].value
+        return seen[0]
+
+    def sync(self) -> None:
+        self.case.assertIs(self.call(I_AM_HERE), False)
+        self.case.assertIsNone(self.call(I_AM_READY))
+
+    def assertWorking(self) -> None:
+        """The link goes on: polls are answered, nothing was reset, nothing logged an error."""
+        self.case.assertEqual(self.resets, [])
+        self.case.assertTrue(self.server.connected)
+        self.case.assertIsInstance(self.call(RETRIEVE), str)
+        self.case.assertEqual(self.case.flushLoggedErrors(), [])
+        for event in self.log:
+            self.case.assertLess(event["log_level"], LogLevel.error, formatEvent(event))
+            self.case.assertLess(len(formatEvent(event)), 1000)
+
+    def stop(self) -> None:
+        self.link.halt()
+        self.run(1.0)
+
+
+AGENT_METHODS: list[tuple[str, tuple[Codec, ...]]] = [
+    (c.rpcName(cmd), tuple(a.codec for a in cmd.args)) for c in CHANNELS for cmd in c.commands
+] + [(PUSH_VAR, (Codec.JSON,))]
+
+
+class BadAgentArgumentTests(SynchronousTestCase):
+    """Arguments of the wrong kind: a clear error answer, and the link goes on."""
+
+    def assertRefused(self, what: str, method: str, *params: Any) -> None:
+        rig = AgentRig(self)
+        rig.sync()
+        answer = rig.call(method, *params)
+        self.assertIsInstance(answer, RemoteError, what)
+        self.assertLess(len(str(answer)), 1000, what)
+        rig.assertWorking()
+        rig.stop()
+
+    def test_pushVarDeepJson(self) -> None:
+        """RecursionError decoding push_var's event: an error answer, not a CRITICAL traceback."""
+        self.assertRefused("deep JSON", PUSH_VAR, DEEP_JSON)
+
+    def test_pushVarShapes(self) -> None:
+        for what, event in [
+            ("an integer", 5),
+            ("a JSON array", "[1]"),
+            ("a JSON string", '"interface"'),
+            ("no value", '{"interface": "auth", "var": "token_validation_status"}'),
+            ("a list as interface", '{"interface": [1], "var": "x", "value": 1}'),
+            ("a map as var", '{"interface": "auth", "var": {}, "value": 1}'),
+            ("NaN", '{"interface": "auth", "var": "token_validation_status", "value": NaN}'),
+            ("1e400", '{"interface": "auth", "var": "token_validation_status", "value": 1e400}'),
+            (
+                "JSON deeper than the bound",
+                '{"interface":"auth","var":"x","value":' + "[" * 200 + "]" * 200 + "}",
+            ),
+            ("5000 digits", '{"interface": "auth", "var": "x", "value": ' + "9" * 5000 + "}"),
+        ]:
+            self.assertRefused(what, PUSH_VAR, event)
+
+    def test_commandArgumentDeepJson(self) -> None:
+        self.assertRefused("deep JSON", "energy_enforce_limits", DEEP_JSON)
+
+    def test_commandArgumentDeepArray(self) -> None:
+        """A msgpack array 1000 deep (msgpack allows 1024) where an integer belongs."""
+        deep: Any = 1
+        for _ in range(1000):
+            deep = [deep]
+        self.assertRefused("deep array", "evse_manager_reserve", deep)
+
+    def test_unknownPushVarIsLoggedCut(self) -> None:
+        rig = AgentRig(self)
+        rig.sync()
+        name = "x" * 100_000
+        self.assertIsNone(
+            rig.call(PUSH_VAR, json.dumps({"interface": name, "var": name, "value": 1}))
+        )
+        rig.assertWorking()
+        rig.stop()
+
+
+# -- property tests --------------------------------------------------------------------
+
+checks = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+#: any msgpack value
+msgpackValues = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.integers(-5, 5), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+jsonValues = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+names = st.sampled_from(["evse_manager", "energy", "system", "auth", "ready", "x", ""]) | st.text(
+    max_size=8
+)
+varEvents = st.fixed_dictionaries(
+    {"interface": names, "var": names, "value": jsonValues}
+) | st.dictionaries(st.sampled_from(["interface", "var", "value", "x"]), jsonValues, max_size=4)
+errorEvents = st.fixed_dictionaries(
+    {
+        "action": st.sampled_from(["raise", "clear", "x"]) | jsonValues,
+        "error": st.just(ERROR) | st.dictionaries(st.sampled_from(sorted(ERROR)), jsonValues),
+    }
+)
+batches = st.fixed_dictionaries(
+    {},
+    optional={
+        "vars": st.lists(varEvents, max_size=3) | jsonValues,
+        "errors": st.lists(errorEvents, max_size=3) | jsonValues,
+    },
+)
+#: JSON texts: of any value, of batch-like objects, truncated, deep, or not JSON at all
+jsonTexts = (
+    jsonValues.map(lambda v: json.dumps(v))
+    | batches.map(lambda v: json.dumps(v))
+    | batches.map(lambda v: json.dumps(v)).flatmap(
+        lambda text: st.integers(0, len(text)).map(lambda n: text[:n])
+    )
+    | st.integers(90, 3000).map(lambda n: "[" * n + "]" * n)
+    | st.integers(90, 3000).map(lambda n: '{"vars":' + "[" * n)
+    | st.text(max_size=30)
+)
+peerValues = msgpackValues | jsonTexts | st.builds(HandlerError, msgpackValues | st.text())
+
+
+class ControllerPropertyTests(SynchronousTestCase):
+    """The agent answers the controller's calls with anything at all."""
+
+    @checks
+    @given(poll=peerValues, answer=peerValues, here=peerValues | st.just(False))
+    def test_anyAnswers(self, poll: Any, answer: Any, here: Any) -> None:
+        rig = ControllerRig(self)
+        here = [here, False]
+        original = rig.agent._record
+
+        def record(method: str, result: Any, *args: Any) -> Any:
+            if method == I_AM_HERE and here:
+                value = here.pop(0)
+                if isinstance(value, HandlerError):
+                    raise value
+                return value
+            return original(method, result, *args)
+
+        rig.agent._record = record  # type: ignore[method-assign]
+        for _, command in COMMANDS:
+            rig.agent.answers[_rpcName(command)] = answer
+        rig.agent.answers[PUSH_VAR] = answer
+        rig.link.start()
+        rig.run(4.0)  # a first answer True resets; once more, it synchronises
+        self.assertTrue(rig.link.synced, rig.lines())
+        calls = callEveryCommand(rig)
+        rig.agent.polls.append(poll)
+        rig.run(3.0)
+        outcomes(self, calls)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        for line in rig.lines():
+            self.assertLess(len(line), 1000)
+        if rig.ended:
+            # the link ended cleanly, as a lost link does
+            [(code, reason)] = rig.ended
+            self.assertEqual(code, 1)
+            self.assertIn("protocol violation: retrieve_vars_and_errors", reason)
+            self.assertFalse(rig.link.synced)
+            polls = rig.agent.count(RETRIEVE)
+            rig.run(3.0)
+            self.assertEqual(rig.agent.count(RETRIEVE), polls, "no poll after the end")
+        else:
+            # it goes on working: polls go on, a command still works
+            self.assertTrue(rig.link.synced)
+            polls = rig.agent.count(RETRIEVE)
+            rig.agent.answers["evse_manager_get_evse"] = '{"id": 1}'
+            d = rig.consumer.call("evse_manager", "get_evse", {})
+            rig.run(3.0)
+            self.assertGreater(rig.agent.count(RETRIEVE), polls, "polls go on")
+            self.assertEqual(self.successResultOf(d), {"id": 1})
+        rig.stop()
+
+
+class AgentPropertyTests(SynchronousTestCase):
+    """A controller calls the agent's methods with anything at all."""
+
+    @checks
+    @given(data=st.data())
+    def test_anyArguments(self, data: st.DataObject) -> None:
+        rig = AgentRig(self)
+        rig.sync()
+        for method, codecs in AGENT_METHODS:
+            count = data.draw(st.sampled_from([len(codecs), len(codecs), 0, len(codecs) + 1]))
+            params = [data.draw(msgpackValues | jsonTexts) for _ in range(count)]
+            rig.call(method, *params)
+        rig.assertWorking()
+        rig.stop()
+
+
+# -- rcp.untrusted itself -----------------------------------------------------------
+
+
+class UntrustedTests(SynchronousTestCase):
+    def test_loadsJsonRefusesOnlyWithPeerValueError(self) -> None:
+        deep = "[" * 101 + "]" * 101
+        text: Any
+        for text in [
+            5,
+            None,
+            [],
+            b"\xff",
+            "[",
+            "NaN",
+            "-Infinity",
+            "1e400",
+            "9" * 5000,
+            deep,
+            DEEP_JSON,
+        ]:
+            self.assertRaises(PeerValueError, loadsJson, text)
+        self.assertRaises(PeerValueError, loadsJson, "[]", maxSize=1)
+        self.assertEqual(
+            loadsJson("[" * 100 + "]" * 100, maxDepth=100), loadsJson("[" * 100 + "]" * 100)
+        )
+        self.assertEqual(loadsJson(b'{"a": [1.5]}'), {"a": [1.5]})
+
+    @checks
+    @given(text=jsonTexts | st.binary(max_size=30) | msgpackValues)
+    def test_loadsJsonAnything(self, text: Any) -> None:
+        try:
+            loadsJson(text)
+        except PeerValueError as e:
+            self.assertLess(len(str(e)), 500)
+
+    def test_briefAndCut(self) -> None:
+        deep: Any = "x" * 10**6
+        for _ in range(5000):
+            deep = [deep]
+        self.assertLess(len(brief(deep)), 300)
+        self.assertLess(len(brief({"k" * 10**6: b"v" * 10**6})), 300)
+        self.assertEqual(cut("abc", 5), "abc")
+        self.assertEqual(cut("abcdef", 3), "abc... (3 more characters)")
+        self.assertEqual(errorText(ValueError()), "ValueError")
+        self.assertLess(len(errorText(ValueError("x" * 10**6))), 300)

@@ -31,7 +31,7 @@ from ..sync import ControllerSync, ControllerSyncCore, SyncTimings
 from ..tunnel.controller import SATELLITE, ControllerTunnel
 from ..tunnel.events import DEFAULT_HOLD
 from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
-from ..untrusted import PeerValueError, errorText
+from ..untrusted import PeerValueError, brief, errorText
 
 #: the upstream controller's pause between polls; used when the agent
 #: answers empty polls at once (a C++ agent does not hold them)
@@ -157,7 +157,7 @@ class ControllerLink(Haltable):
 
     def _hereAnswered(self, seen: Any) -> None:
         if type(seen) is not bool:
-            self.sync.callFailed(f"i_am_here answered {seen!r}, not a boolean")
+            self.sync.callFailed(f"i_am_here answered {brief(seen)}, not a boolean")
             return
         self.log.info("controller: i_am_here answered {seen}", seen=seen)
         self.sync.hereAnswered(seen)

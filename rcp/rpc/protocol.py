@@ -35,8 +35,12 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..untrusted import brief, cut
 from . import wire
 from .methods import MethodRegistry
+
+#: how much of a peer's error text a L{RemoteError} keeps
+ERROR_TEXT_LIMIT = 1000
 
 
 class RpcError(Exception):
@@ -56,7 +60,9 @@ class RemoteError(RpcError):
         self.error = error
 
     def __str__(self) -> str:
-        return str(self.error)
+        # the peer's value, of any size and depth: cut, never raising
+        error = self.error
+        return cut(error, ERROR_TEXT_LIMIT) if isinstance(error, str) else brief(error)
 
 
 class CallTimeout(RpcError):
@@ -476,6 +482,12 @@ class RpcProtocol(Protocol):
             if error is None:
                 # A nil error reads as success to every msgpack-rpc client.
                 error = wire.handlerFailed(name, argc, _exceptionText(failure))
+        elif failure.check(RecursionError):
+            # arguments nested too deep for the handler: bad input, not a bug
+            self.log.warn(
+                "{peer}: {method} refused arguments nested too deep", peer=self.peer, method=name
+            )
+            error = wire.handlerFailed(name, argc, "arguments nested too deep")
         else:
             self.log.failure(
                 "{peer}: {method} with {argc} arg(s) failed",

@@ -15,7 +15,8 @@ from typing import Any, Final, NoReturn, TypeGuard
 
 from ...untrusted import PeerValueError, brief, cut, loadsJson
 from ..interface import ERROR_KEYS as ERROR_KEYS  # re-exported
-from ..interface import ERROR_KINDS, checkError
+from ..interface import ERROR_KINDS
+from ..interface import checkError as checkError  # re-exported
 
 #: the everest prefix EVerest uses unless configured otherwise
 DEFAULT_PREFIX: Final = "everest/"
