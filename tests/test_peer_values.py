@@ -36,6 +36,7 @@ from zope.interface import implementer
 from rcp.agent.link import AgentLink
 from rcp.controller.link import ControllerLink
 from rcp.everest.interface import CommandError
+from rcp.everest.mqtt import wire
 from rcp.everest.sim.bus import SimBus, SimModule
 from rcp.rpc import HandlerError, MethodRegistry, RemoteError, RpcProtocol
 from rcp.sync import SyncTimings
@@ -50,6 +51,8 @@ from rcp.tunnel.table import (
     Command,
 )
 from rcp.untrusted import PeerValueError, brief, cut, errorText, loadsJson
+
+from . import test_mqtt
 
 TIMINGS = SyncTimings(here_timeout=2.0, retry_interval=0.5, poll_timeout=5.0, poll_watchdog=10.0)
 
@@ -761,3 +764,64 @@ class UntrustedTests(SynchronousTestCase):
         self.assertEqual(cut("abcdef", 3), "abc... (3 more characters)")
         self.assertEqual(errorText(ValueError()), "ValueError")
         self.assertLess(len(errorText(ValueError("x" * 10**6))), 300)
+
+
+# -- MQTT payloads, through a real broker ------------------------------------------
+
+#: payloads no EVerest writes, each a regression: before, some escaped the
+#: decoder as ValueError (the subscriber then logged a CRITICAL traceback)
+#: or decoded to infinities no JSON writer can write back
+HOSTILE_PAYLOADS: list[tuple[str, bytes]] = [
+    ("5000 digits", b'{"msg_type":"Var","data":{"data":' + b"9" * 5000 + b"}}"),
+    ("1e400", b'{"msg_type":"Var","data":{"data":1e400}}'),
+    ("NaN", b'{"msg_type":"Var","data":{"data":NaN}}'),
+    ("deep", b'{"msg_type":"Var","data":{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"),
+    (
+        "deeper than the bound",
+        b'{"msg_type":"Var","data":{"data":' + b"[" * 200 + b"]" * 200 + b"}}",
+    ),
+    ("not UTF-8", b'{"msg_type":"Var","data":{"data":"\xff"}}'),
+    ("a long msg_type", b'{"msg_type":"' + b"V" * 100_000 + b'","data":{"data":1}}'),
+]
+
+
+class MqttPayloadTests(test_mqtt.ModuleCase):
+    async def test_hostileVarsDropped(self) -> None:
+        _, provider, caller = await self.pair()
+        got: list[Any] = []
+        caller.subscribeVar("r", "v", got.append)
+        await self.allReady(provider, caller)
+        raw = await self.raw()
+        topic = self.topics.var("evse_a", "main", "v")
+        for _, payload in HOSTILE_PAYLOADS:
+            await raw.publish(topic, payload)
+        provider.publishVar("main", "v", "good")
+        await test_mqtt.waitUntil(lambda: got == ["good"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        dropped = [line for line in self.logLines() if "dropped a value" in line]
+        self.assertEqual(len(dropped), len(HOSTILE_PAYLOADS), "\n".join(dropped))
+        for line in self.logLines():
+            self.assertLess(len(line), 1000)
+
+    async def test_hostileCallsAnsweredOrDropped(self) -> None:
+        _, provider, caller = await self.pair()
+        calls: list[Any] = []
+        provider.provideCommand("main", "cmd", calls.append)
+        await self.allReady(provider, caller)
+        raw = await self.raw()
+        topic = self.topics.command("evse_a", "main", "cmd")
+        for _, payload in HOSTILE_PAYLOADS:
+            await raw.publish(topic, payload.replace(b'"Var"', b'"Cmd"'))
+        long = "k" * 100_000
+        await raw.publish(
+            topic, wire.command("id-1", {long: 1}, "consumer").replace(b"consumer", long.encode())
+        )
+        result = await caller.call("r", "cmd", {"a": 1})
+        self.assertIsNone(result)
+        # the call from a long origin is well-formed: it runs, its answer cannot be sent
+        self.assertEqual(calls[-1], {"a": 1})
+        self.assertLessEqual(len(calls), 2)
+        self.assertLogged("cannot publish on .*too long")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        for line in self.logLines():
+            self.assertLess(len(line), 1000)
