@@ -518,6 +518,9 @@ class AgentRig:
             self.case.assertLess(event["log_level"], LogLevel.error, formatEvent(event))
             self.case.assertLess(len(formatEvent(event)), 1000)
 
+    def lines(self, level: LogLevel = LogLevel.warn) -> list[str]:
+        return [formatEvent(e) for e in self.log if e["log_level"] >= level]
+
     def stop(self) -> None:
         self.link.halt()
         self.run(1.0)
@@ -825,3 +828,54 @@ class MqttPayloadTests(test_mqtt.ModuleCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         for line in self.logLines():
             self.assertLess(len(line), 1000)
+
+
+class RpcLayerTests(SynchronousTestCase):
+    """What the RPC layer does with peer values a handler cannot take."""
+
+    def test_notificationRefusedIsOneLine(self) -> None:
+        """push_var as a notification, with deep JSON: a warning, not a CRITICAL traceback."""
+        rig = AgentRig(self)
+        rig.sync()
+        rig.client.notify(PUSH_VAR, DEEP_JSON)
+        rig.client.notify(PUSH_VAR, "[" * 200 + "]" * 200)
+        rig.client.notify("n" * 100_000, 1)
+        rig.run()
+        refused = [line for line in rig.lines() if "notification push_var refused" in line]
+        self.assertEqual(len(refused), 2, rig.lines())
+        self.assertTrue(any("ignored notification nnn" in line for line in rig.lines()))
+        rig.assertWorking()
+        rig.stop()
+
+    def test_recursionErrorInAHandler(self) -> None:
+        """A handler that recurses on deep params answers a clear error."""
+        clock = Clock()
+        methods = MethodRegistry()
+
+        def depth(value: Any) -> int:
+            return 1 + max(map(depth, value), default=0) if isinstance(value, list) else 0
+
+        methods.register("depth", depth)
+        client, _server, pump = iosim.connectedServerAndClient(
+            lambda: RpcProtocol(clock, methods),
+            lambda: RpcProtocol(clock, MethodRegistry()),
+            clock=clock,
+        )
+        deep: Any = 1
+        for _ in range(1000):
+            deep = [deep]
+        d = client.call("depth", deep)
+        ok = client.call("depth", [[1]])
+        pump.flush()
+        error = self.failureResultOf(d, RemoteError).value
+        self.assertIn("nested too deep", str(error))
+        self.assertEqual(self.successResultOf(ok), 2)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_remoteErrorText(self) -> None:
+        deep: Any = "x"
+        for _ in range(1000):
+            deep = [deep]
+        self.assertLess(len(str(RemoteError(deep))), 300)
+        self.assertLess(len(str(RemoteError("y" * 10**6))), 1100)
+        self.assertEqual(str(RemoteError("rpclib: the text")), "rpclib: the text")

@@ -542,18 +542,30 @@ class RpcProtocol(Protocol):
             self.log.warn(
                 "{peer}: ignored notification {method} with {argc} arg(s): no such method",
                 peer=self.peer,
-                method=name,
+                method=cut(name),
                 argc=len(params),
             )
             return
         self._requestStarted()
         d = maybeDeferred(method.handler, *params)
-        d.addErrback(
-            lambda f: self.log.failure(
-                "{peer}: notification {method} failed", f, peer=self.peer, method=name
-            )
-        )
+        d.addErrback(self._notificationFailed, name)
         d.addBoth(lambda _: self._requestDone())
+
+    def _notificationFailed(self, failure: Failure, name: str) -> None:
+        if failure.check(HandlerError, RecursionError):
+            # the handler refused the peer's params: bad input, not a bug
+            value = failure.value
+            error = value.error if isinstance(value, HandlerError) else "params nested too deep"
+            self.log.warn(
+                "{peer}: notification {method} refused: {error}",
+                peer=self.peer,
+                method=name,
+                error=cut(error) if isinstance(error, str) else brief(error),
+            )
+        else:
+            self.log.failure(
+                "{peer}: notification {method} failed", failure, peer=self.peer, method=name
+            )
 
     def _badMessage(self, e: wire.BadMessage) -> None:
         if e.msgid is None:
