@@ -18,19 +18,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from rcp.agent.link import AgentLink
@@ -52,7 +55,7 @@ from rcp.tunnel.table import (
 )
 from rcp.untrusted import PeerValueError, brief, cut, errorText, loadsJson
 
-from . import test_mqtt
+from . import test_mqtt, test_tap
 
 TIMINGS = SyncTimings(here_timeout=2.0, retry_interval=0.5, poll_timeout=5.0, poll_watchdog=10.0)
 
@@ -879,3 +882,50 @@ class RpcLayerTests(SynchronousTestCase):
         self.assertLess(len(str(RemoteError(deep))), 300)
         self.assertLess(len(str(RemoteError("y" * 10**6))), 1100)
         self.assertEqual(str(RemoteError("rpclib: the text")), "rpclib: the text")
+
+
+# -- end to end: a real rcp-controller process ------------------------------------
+
+
+class ControllerProcessTests(TestCase):
+    """
+    ``twistd rcp-controller`` against an agent on 127.0.0.1 that answers a
+    poll with garbage: the process ends with exit code 1 and says why in one
+    line, as after a lost link.
+    """
+
+    timeout = 60
+
+    async def assertEndsTheProcess(self, answer: Any, problem: str) -> None:
+        agent = FakeAgent(cast(Clock, reactor))
+        agent.polls = [EMPTY_BATCH, answer, EMPTY_BATCH]
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(agent.protocol)
+        )
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        controller = test_tap._twistd(
+            self, "rcp-controller", "--plain", "--peer", f"tcp:host=127.0.0.1:port={number}"
+        )
+        await test_tap._waitFor(lambda: controller.process.poll() is not None, timeout=30)
+        text = controller.text()
+        self.assertEqual(controller.process.returncode, 1, text)
+        violations = [line for line in text.splitlines() if "protocol violation" in line]
+        self.assertTrue(violations, text)
+        self.assertIn(
+            f"retrieve_vars_and_errors from the agent at 127.0.0.1:{number}", violations[0]
+        )
+        self.assertIn(problem, violations[0])
+        self.assertNotIn("Traceback", text)
+        self.assertNotIn("CRITICAL", text)
+        for line in text.splitlines():
+            self.assertLess(len(line), 1000)
+
+    async def test_integer(self) -> None:
+        await self.assertEndsTheProcess(5, "expected a JSON text, got an integer")
+
+    async def test_deepJson(self) -> None:
+        await self.assertEndsTheProcess(DEEP_JSON, "nested deeper than 100 levels")
+
+    async def test_notJson(self) -> None:
+        await self.assertEndsTheProcess("x" * 500_000, "not JSON")
