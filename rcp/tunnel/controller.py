@@ -168,7 +168,7 @@ class ControllerTunnel:
                     "push_var {interface}.{var} failed: {error}",
                     interface=interface,
                     var=var,
-                    error=f.getErrorMessage(),
+                    error=errorText(f.value),
                 )
             )
 

@@ -477,11 +477,11 @@ def parseConfigResponse(payload: bytes) -> ModuleConfig:
         _bad("configuration_parameters is not an object")
     for implementation, params in rawParameters.items():
         if not isinstance(params, list):
-            _bad(f"configuration_parameters.{implementation} is not a list")
+            _bad(f"configuration_parameters.{cut(implementation)} is not a list")
         values: dict[str, Any] = {}
         for param in params:
             if not isinstance(param, dict) or not isinstance(param.get("name"), str):
-                _bad(f"a parameter of {implementation} has no name")
+                _bad(f"a parameter of {cut(implementation)} has no name")
             values[param["name"]] = param.get("value")
         parameters[implementation] = values
 
@@ -491,14 +491,16 @@ def parseConfigResponse(payload: bytes) -> ModuleConfig:
         _bad("connections is not an object")
     for requirement, targets in rawConnections.items():
         if not isinstance(targets, list):
-            _bad(f"connections.{requirement} is not a list")
+            _bad(f"connections.{cut(requirement)} is not a list")
         resolved: list[tuple[str, str]] = []
         for target in targets:
             if not isinstance(target, dict):
-                _bad(f"a connection of {requirement} is not an object")
+                _bad(f"a connection of {cut(requirement)} is not an object")
             module, implementation = target.get("module_id"), target.get("implementation_id")
             if not (isTopicLevel(module) and isTopicLevel(implementation)):
-                _bad(f"a connection of {requirement} has no usable module_id/implementation_id")
+                _bad(
+                    f"a connection of {cut(requirement)} has no usable module_id/implementation_id"
+                )
             resolved.append((module, implementation))
         connections[requirement] = resolved
 
