@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -56,6 +56,7 @@ from rcp.tunnel.table import (
 from rcp.untrusted import PeerValueError, brief, cut, errorText, loadsJson
 
 from . import test_mqtt, test_tap
+from .common import freePort
 
 TIMINGS = SyncTimings(here_timeout=2.0, retry_interval=0.5, poll_timeout=5.0, poll_watchdog=10.0)
 
@@ -929,3 +930,57 @@ class ControllerProcessTests(TestCase):
 
     async def test_notJson(self) -> None:
         await self.assertEndsTheProcess("x" * 500_000, "not JSON")
+
+
+class AgentProcessTests(TestCase):
+    """
+    ``twistd rcp-agent``, called by a controller with hostile arguments:
+    each call gets a clear error answer, the link goes on, and the log has
+    no traceback.
+    """
+
+    timeout = 60
+
+    async def test_hostileArgumentsAnswered(self) -> None:
+        number = freePort()
+        agent = test_tap._twistd(
+            self, "rcp-agent", "--plain", "--listen", f"tcp:{number}:interface=127.0.0.1"
+        )
+        await test_tap._waitFor(lambda: "UNAUTHENTICATED" in agent.text())
+        client: RpcProtocol | None = None
+        for _ in range(100):
+            try:
+                client = await connectProtocol(
+                    TCP4ClientEndpoint(reactor, "127.0.0.1", number),
+                    RpcProtocol(cast(Clock, reactor)),
+                )
+                break
+            except ConnectionRefusedError:
+                await deferLater(reactor, 0.1)
+        assert client is not None
+        self.addCleanup(client.abort)
+        self.assertIs(await client.call(I_AM_HERE), False)
+        self.assertIsNone(await client.call(I_AM_READY))
+        deep: Any = 1
+        for _ in range(1000):
+            deep = [deep]
+        calls: list[tuple[str, list[Any]]] = [
+            (PUSH_VAR, [DEEP_JSON]),
+            (PUSH_VAR, ['{"interface": "auth", "var": "x", "value": 1e400}']),
+            (PUSH_VAR, [5]),
+            ("evse_manager_reserve", [deep]),
+            ("energy_enforce_limits", ["[" * 200 + "]" * 200]),
+        ]
+        for method, params in calls:
+            with self.assertRaises(RemoteError, msg=method):
+                await client.call(method, *params)
+        client.notify(PUSH_VAR, DEEP_JSON)
+        self.assertIsInstance(await client.call(RETRIEVE), str)
+        self.assertIsNone(agent.process.poll(), "the agent runs on")
+        await test_tap._waitFor(lambda: "notification push_var refused" in agent.text())
+        text = agent.text()
+        self.assertNotIn("Traceback", text)
+        self.assertNotIn("CRITICAL", text)
+        self.assertNotIn("resetting the board", text)
+        for line in text.splitlines():
+            self.assertLess(len(line), 1000)
