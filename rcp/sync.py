@@ -17,7 +17,9 @@ polling"):
   - Once synchronised, a poll that takes more than 30 s or a lost connection
     ends the controller (exit code 1), and an agent that sees no poll for
     60 s resets its board, unless a disconnect was expected (an accepted
-    firmware update, a requested reset).
+    firmware update, a requested reset). An unusable answer to a poll (a
+    protocol violation, rcp's rule) ends the controller with exit code 1
+    in any case.
 
 L{AgentSync} and L{ControllerSync} enforce those rules and nothing else. They
 are pure: no transport, no global reactor. Everything they may touch is in
