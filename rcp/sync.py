@@ -17,7 +17,9 @@ polling"):
   - Once synchronised, a poll that takes more than 30 s or a lost connection
     ends the controller (exit code 1), and an agent that sees no poll for
     60 s resets its board, unless a disconnect was expected (an accepted
-    firmware update, a requested reset).
+    firmware update, a requested reset). An unusable answer to a poll (a
+    protocol violation, rcp's rule) ends the controller with exit code 1
+    in any case.
 
 L{AgentSync} and L{ControllerSync} enforce those rules and nothing else. They
 are pure: no transport, no global reactor. Everything they may touch is in
@@ -436,7 +438,7 @@ class ControllerSyncInputs(Protocol):
     """
     What happens to the controller's end of one satellite link. The caller
     makes one connection attempt per L{ControllerSyncCore.connect} and reports
-    only events of the current attempt or connection. The last five inputs are
+    only events of the current attempt or connection. The last four inputs are
     fed back by the machine itself.
     """
 
@@ -467,6 +469,12 @@ class ControllerSyncInputs(Protocol):
 
     def pollOverdue(self) -> None:
         "A poll took longer than C{poll_timeout}."
+
+    def protocolViolation(self, reason: str) -> None:
+        """
+        The agent broke the protocol (an unusable answer to a poll): the
+        link is over, as after a loss, whatever disconnect was expected.
+        """
 
     def disconnectExpected(self, reason: str) -> None:
         "A firmware update was accepted or a reset requested."
@@ -697,6 +705,20 @@ def _pollOverdueAsExpected(
     _controllerEnds(core, 0, f"the satellite resets as requested ({expected}): {reason}")
 
 
+@_cSynced.upon(ControllerSyncInputs.protocolViolation).to(_cEnded)
+def _violation(inputs: ControllerSyncInputs, core: ControllerSyncCore, reason: str) -> None:
+    _controllerEnds(core, 1, f"protocol violation: {reason}")
+
+
+# A satellite that was asked to reset does not answer garbage: exit code 1
+# all the same, the station restarts into a common start.
+@_cSyncedExpecting.upon(ControllerSyncInputs.protocolViolation).to(_cEnded)
+def _violationExpecting(
+    inputs: ControllerSyncInputs, core: ControllerSyncCore, expected: str, reason: str
+) -> None:
+    _violation(inputs, core, reason)
+
+
 @_cSynced.upon(ControllerSyncInputs.disconnectExpected).to(_cSyncedExpecting)
 def _expectDisconnect(inputs: ControllerSyncInputs, core: ControllerSyncCore, reason: str) -> None:
     core.log.info(
@@ -761,6 +783,7 @@ _everything = (
     _C.callFailed,
     _C.lost,
     _C.pollOverdue,
+    _C.protocolViolation,
     _C.disconnectExpected,
     _C.stop,
     _C.hereTimedOut,
@@ -779,7 +802,7 @@ for _cState, _cHandled in [
     (_cConnecting, (_C.connected, _C.connectFailed, _C.lost, _C.stop)),
     (_cAnswered, (_C.agentFresh, _C.agentResetting, _C.stop)),
     (_cReadying, (_C.readyAnswered, _C.callFailed, _C.lost, _C.stop)),
-    (_cSynced, (_C.lost, _C.pollOverdue, _C.disconnectExpected, _C.stop)),
+    (_cSynced, (_C.lost, _C.pollOverdue, _C.protocolViolation, _C.disconnectExpected, _C.stop)),
 ]:
     for _input, _behaviour in _absorbing(
         "controller", _cState.name, LogLevel.info, *_except(*_cHandled)
@@ -796,7 +819,7 @@ for _input, _behaviour in _absorbing(
     "controller",
     _cSyncedExpecting.name,
     LogLevel.info,
-    *_except(_C.lost, _C.pollOverdue, _C.disconnectExpected, _C.stop),
+    *_except(_C.lost, _C.pollOverdue, _C.protocolViolation, _C.disconnectExpected, _C.stop),
 ):
     _cSyncedExpecting.upon(_input, nodata=True).loop()(_behaviour)
 # After dropConnection() a late answer, error or loss of the old connection is normal.

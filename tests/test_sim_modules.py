@@ -25,6 +25,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.ftp import FTP, FTPFactory, FTPShell, IFTPShell
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -1483,11 +1485,17 @@ class AuthSimTests(SynchronousTestCase):
         self.assertEqual(self.board.statuses[-1], ("GOOD", "Accepted"))
 
     def test_failedCallIsLogged(self) -> None:
-        """An EVSE that does not answer authorize_response is logged."""
+        """An EVSE that does not answer authorize_response is logged, in one line."""
+        logged = EventLoggingObserver()
+        globalLogPublisher.addObserver(logged)
+        self.addCleanup(globalLogPublisher.removeObserver, logged)
         self.board.plugIn(0)
         self.board.bus._commands.pop(("evse7", "evse", "authorize_response"))
         self.board.swipe(0, "GOOD")
-        self.assertEqual(len(self.flushLoggedErrors(CommandError)), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        failed = [formatEvent(e) for e in logged if "a command failed" in formatEvent(e)]
+        self.assertEqual(len(failed), 1)
+        self.assertIn("authorize_response", failed[0])
 
 
 # -- StationConsumer ----------------------------------------------------------------

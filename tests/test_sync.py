@@ -633,6 +633,32 @@ class ControllerSyncTests(SynchronousTestCase):
         self.assertEnded([("end", 1, "no answer to a poll within 30 s")])
         self.assertEqual(self.h.logged.reasons(), ["no answer to a poll within 30 s"])
 
+    def test_protocolViolation(self) -> None:
+        """An unusable poll answer ends a synchronised link as a loss does (code 1)."""
+        self.h.synchronise()
+        self.h.sync.protocolViolation("retrieve_vars_and_errors answered nil")
+        reason = "protocol violation: retrieve_vars_and_errors answered nil"
+        self.assertEnded([("end", 1, reason)])
+        self.assertEqual(self.h.logged.reasons(), [reason])
+        self.h.sync.lost("closed")
+        self.h.sync.protocolViolation("again")
+        self.assertEnded([("end", 1, reason)])
+
+    def test_protocolViolationExpecting(self) -> None:
+        """Garbage is not the disconnect that was expected: code 1 all the same."""
+        self.h.synchronise()
+        self.h.sync.disconnectExpected("reset requested")
+        self.h.sync.protocolViolation("retrieve_vars_and_errors answered 5")
+        self.assertEnded([("end", 1, "protocol violation: retrieve_vars_and_errors answered 5")])
+
+    def test_protocolViolationBeforeSync(self) -> None:
+        """Before sync there is no poll: the input is absorbed."""
+        self.h.sync.start()
+        self.h.sync.connected()
+        self.h.sync.protocolViolation("x")
+        self.assertEqual(self.h.effects, ["connect", "here"])
+        self.assertEqual(self.h.state, "greeting")
+
     def test_expectedDisconnect(self) -> None:
         """After an expected disconnect, losing the link ends with code 0."""
         self.h.synchronise()
@@ -1063,6 +1089,7 @@ CONTROLLER_INPUTS: Calls = [
     ("callFailed", ("boom",)),
     ("lost", ("gone",)),
     ("pollOverdue", ()),
+    ("protocolViolation", ("retrieve_vars_and_errors answered nil",)),
     ("disconnectExpected", ("firmware update accepted",)),
     ("stop", ()),
     ("hereTimedOut", ()),

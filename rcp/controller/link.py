@@ -18,11 +18,20 @@ from twisted.python.failure import Failure
 
 from ..everest.interface import IEverestModule
 from ..halting import Haltable
-from ..rpc import CallTimeout, MethodRegistry, NotConnected, RpcFactory, RpcLimits, RpcProtocol
+from ..rpc import (
+    CallTimeout,
+    MethodRegistry,
+    NotConnected,
+    RemoteError,
+    RpcFactory,
+    RpcLimits,
+    RpcProtocol,
+)
 from ..sync import ControllerSync, ControllerSyncCore, SyncTimings
 from ..tunnel.controller import SATELLITE, ControllerTunnel
 from ..tunnel.events import DEFAULT_HOLD
 from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
+from ..untrusted import PeerValueError, brief, errorText
 
 #: the upstream controller's pause between polls; used when the agent
 #: answers empty polls at once (a C++ agent does not hold them)
@@ -148,7 +157,7 @@ class ControllerLink(Haltable):
 
     def _hereAnswered(self, seen: Any) -> None:
         if type(seen) is not bool:
-            self.sync.callFailed(f"i_am_here answered {seen!r}, not a boolean")
+            self.sync.callFailed(f"i_am_here answered {brief(seen)}, not a boolean")
             return
         self.log.info("controller: i_am_here answered {seen}", seen=seen)
         self.sync.hereAnswered(seen)
@@ -225,10 +234,16 @@ class ControllerLink(Haltable):
 
     def _polled(self, batch: Any, started: float) -> None:
         self.polls += 1
+        if not self._polling:
+            return  # a late answer: the link has ended, or is ending
         try:
             count = self.tunnel.deliver(batch)
-        except ValueError as e:
-            self.log.error("controller: bad answer to a poll: {error}", error=str(e))
+        except PeerValueError as e:
+            self._violation(errorText(e))
+            return
+        except Exception:
+            # not the agent's fault: ours, or the main board's
+            self.log.failure("controller: delivering the events of a poll failed")
             count = 0
         if count == 0 and self.clock.seconds() - started < self.holdTime / 2:
             # The agent does not hold empty polls (a C++ agent): pace them.
@@ -241,9 +256,18 @@ class ControllerLink(Haltable):
             self.sync.pollOverdue()
         elif failure.check(ConnectionDone, ConnectionLost):
             pass  # the machine hears of it from the connection itself
+        elif failure.check(RemoteError) and self._polling:
+            # an agent that cannot answer a poll cannot be polled
+            self._violation(f"an error answer: {errorText(failure.value)}")
         elif self._proto is not None and self._polling:
-            self.log.error("controller: poll failed: {error}", error=failure.getErrorMessage())
+            self.log.error("controller: poll failed: {error}", error=errorText(failure.value))
             self._nextPoll = self.clock.callLater(1.0, self._poll)
+
+    def _violation(self, problem: str) -> None:
+        """The agent answered a poll with something unusable: the link ends."""
+        peer = self._proto.peer if self._proto is not None else "(gone)"
+        self._stopPolling()
+        self.sync.protocolViolation(f"{RETRIEVE} from the agent at {peer}: {problem}")
 
     def _observe(self, rpcName: str, result: Any) -> None:
         if rpcName == "system_update_firmware" and result in ("Accepted", "AcceptedCanceled"):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+from ..untrusted import brief
 
 #: The error kinds of a failed command, exactly as EVerest names them.
 ERROR_KINDS = (
@@ -18,6 +20,22 @@ ERROR_KINDS = (
     "CmdTimeout",
     "Shutdown",
     "NotReady",
+)
+
+#: the keys every EVerest error object has (a receiver requires each)
+ERROR_KEYS = frozenset(
+    {
+        "type",
+        "sub_type",
+        "message",
+        "description",
+        "origin",
+        "severity",
+        "timestamp",
+        "uuid",
+        "state",
+        "vendor_id",
+    }
 )
 
 CommandHandler = Callable[[dict[str, Any]], Any]
@@ -96,6 +114,33 @@ class IEverestModule(Interface):
         Tell the manager this module is ready; the Deferred fires when the
         whole EVerest is ready (global ready).
         """
+
+
+def _isName(name: str) -> bool:
+    # one level of a topic: non-empty, without / + # or NUL
+    return name != "" and not any(c in name for c in "/+#\0")
+
+
+def checkError(error: object) -> None:
+    """
+    Whether C{error} (of any type: it may come from a peer) is an EVerest
+    error object.
+
+    @raise ValueError: it is not a map, lacks a key of an EVerest error
+        object, its type is not C{<namespace>/<name>}, or its origin is not
+        a map.
+    """
+    if not isinstance(error, Mapping):
+        raise ValueError(f"error object is {type(error).__name__}, not a map")
+    missing = ERROR_KEYS - set(error)
+    if missing:
+        raise ValueError(f"error object without {', '.join(sorted(missing))}")
+    errorType = error["type"]
+    namespace, _, name = errorType.partition("/") if isinstance(errorType, str) else ("", "", "")
+    if not (_isName(namespace) and _isName(name)):
+        raise ValueError(f"error type {brief(errorType)} is not <namespace>/<name>")
+    if not isinstance(error["origin"], dict):
+        raise ValueError("error origin is not an object")
 
 
 def makeError(

@@ -35,8 +35,12 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..untrusted import brief, cut
 from . import wire
 from .methods import MethodRegistry
+
+#: how much of a peer's error text a L{RemoteError} keeps
+ERROR_TEXT_LIMIT = 1000
 
 
 class RpcError(Exception):
@@ -56,7 +60,9 @@ class RemoteError(RpcError):
         self.error = error
 
     def __str__(self) -> str:
-        return str(self.error)
+        # the peer's value, of any size and depth: cut, never raising
+        error = self.error
+        return cut(error, ERROR_TEXT_LIMIT) if isinstance(error, str) else brief(error)
 
 
 class CallTimeout(RpcError):
@@ -484,6 +490,12 @@ class RpcProtocol(Protocol):
             if error is None:
                 # A nil error reads as success to every msgpack-rpc client.
                 error = wire.handlerFailed(name, argc, _exceptionText(failure))
+        elif failure.check(RecursionError):
+            # arguments nested too deep for the handler: bad input, not a bug
+            self.log.warn(
+                "{peer}: {method} refused arguments nested too deep", peer=self.peer, method=name
+            )
+            error = wire.handlerFailed(name, argc, "arguments nested too deep")
         else:
             self.log.failure(
                 "{peer}: {method} with {argc} arg(s) failed",
@@ -539,18 +551,30 @@ class RpcProtocol(Protocol):
             self.log.warn(
                 "{peer}: ignored notification {method} with {argc} arg(s): no such method",
                 peer=self.peer,
-                method=name,
+                method=cut(name),
                 argc=len(params),
             )
             return
         self._requestStarted()
         d = maybeDeferred(method.handler, *params)
-        d.addErrback(
-            lambda f: self.log.failure(
-                "{peer}: notification {method} failed", f, peer=self.peer, method=name
-            )
-        )
+        d.addErrback(self._notificationFailed, name)
         d.addBoth(lambda _: self._requestDone())
+
+    def _notificationFailed(self, failure: Failure, name: str) -> None:
+        if failure.check(HandlerError, RecursionError):
+            # the handler refused the peer's params: bad input, not a bug
+            value = failure.value
+            error = value.error if isinstance(value, HandlerError) else "params nested too deep"
+            self.log.warn(
+                "{peer}: notification {method} refused: {error}",
+                peer=self.peer,
+                method=name,
+                error=cut(error) if isinstance(error, str) else brief(error),
+            )
+        else:
+            self.log.failure(
+                "{peer}: notification {method} failed", failure, peer=self.peer, method=name
+            )
 
     def _badMessage(self, e: wire.BadMessage) -> None:
         if e.msgid is None:

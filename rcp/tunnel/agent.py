@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from ..everest.interface import CommandError, IEverestModule
 from ..rpc import Handler, HandlerError, MethodRegistry
+from ..untrusted import PeerValueError, cut, typeName
 from .events import EventQueue
 from .table import (
     CHANNELS,
@@ -70,7 +71,7 @@ class AgentTunnel:
                     arg.name: arg.codec.decode(value)
                     for arg, value in zip(command.args, wire, strict=True)
                 }
-            except ValueError as e:
+            except PeerValueError as e:
                 raise HandlerError(f"{rpcName}: bad argument: {e}") from None
             d = self.everest.call(channel.name, command.name, args)
             d.addCallbacks(
@@ -97,14 +98,20 @@ class AgentTunnel:
     def _pushVar(self, event: Any) -> None:
         try:
             decoded = Codec.JSON.decode(event)
-            interface, var, value = decoded["interface"], decoded["var"], decoded["value"]
-        except (ValueError, KeyError, TypeError) as e:
+        except PeerValueError as e:
             raise HandlerError(f"push_var: not an event: {e}") from None
+        if not isinstance(decoded, dict) or "value" not in decoded:
+            raise HandlerError(f"push_var: not an event: {typeName(decoded)} without a value")
+        interface, var, value = decoded.get("interface"), decoded.get("var"), decoded["value"]
+        if not (isinstance(interface, str) and isinstance(var, str)):
+            raise HandlerError("push_var: not an event: interface and var must be strings")
         row = pushRow(interface, var)
         if row is None:
             # upstream ignores pairs it does not know: so does rcp
             self.log.info(
-                "push_var: ignored unknown {interface}.{var}", interface=interface, var=var
+                "push_var: ignored unknown {interface}.{var}",
+                interface=cut(interface),
+                var=cut(var),
             )
             return
         self.everest.publishVar(row[0].name, var, value)

@@ -7,7 +7,6 @@ the satellite.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..everest.interface import CommandError, IEverestModule
+from ..everest.interface import CommandError, IEverestModule, checkError
 from ..rpc import CallTimeout, NotConnected, RemoteError
+from ..untrusted import PeerValueError, brief, cut, errorText, loadsJson, typeName
 from .table import CHANNELS, PUSH_CHANNELS, PUSH_VAR, Channel, Command, dumps, varRow
 
 #: the controller's own implementation, which re-raises the satellite's errors
@@ -97,37 +97,29 @@ class ControllerTunnel:
 
     # -- events: satellite -> main board ------------------------------------
 
-    def deliver(self, batch: str) -> int:
+    def deliver(self, batch: Any) -> int:
         """
-        Publish one ``retrieve_vars_and_errors`` answer on the main board.
+        Publish one ``retrieve_vars_and_errors`` answer (the agent's, of any
+        type) on the main board; all of it or, if it is unusable, none.
 
         @return: how many events it held.
-        @raise ValueError: the answer is not the JSON object of the wire
-            document.
+        @raise PeerValueError: the answer is not the JSON text of the wire
+            document, with events of the documented shapes.
         """
-        try:
-            events = json.loads(batch)
-            varsList = events.get("vars", [])
-            errors = events.get("errors", [])
-        except (ValueError, AttributeError, TypeError) as e:
-            raise ValueError(f"retrieve_vars_and_errors answered {batch[:80]!r}: {e}") from None
-        if not isinstance(varsList, list) or not isinstance(errors, list):
-            raise ValueError("retrieve_vars_and_errors: vars and errors must be lists")
-        for event in varsList:
-            self._deliverVar(event)
-        for event in errors:
-            self._deliverError(event)
-        return len(varsList) + len(errors)
+        varEvents, errorEvents = parseBatch(batch)
+        for interface, var, value in varEvents:
+            self._deliverVar(interface, var, value)
+        for action, error in errorEvents:
+            self._deliverError(action, error)
+        return len(varEvents) + len(errorEvents)
 
-    def _deliverVar(self, event: Any) -> None:
-        try:
-            interface, var, value = event["interface"], event["var"], event["value"]
-        except (KeyError, TypeError):
-            self.log.warn("dropped malformed var event {event!r}", event=event)
-            return
+    def _deliverVar(self, interface: str, var: str, value: Any) -> None:
         row = varRow(interface, var)
         if row is None:
-            self.log.debug("ignored unknown var {interface}.{var}", interface=interface, var=var)
+            # upstream ignores pairs it does not know: so does rcp
+            self.log.debug(
+                "ignored unknown var {interface}.{var}", interface=cut(interface), var=cut(var)
+            )
             return
         channel, _ = row
         if channel.name == "rfid_token_provider" and var == "provided_token":
@@ -143,24 +135,17 @@ class ControllerTunnel:
                 return {**token, "connectors": [connector]}
         return token
 
-    def _deliverError(self, event: Any) -> None:
-        try:
-            action, error = event["action"], event["error"]
-            key = _errorKey(error)
-        except (KeyError, TypeError):
-            self.log.warn("dropped malformed error event {event!r}", event=event)
-            return
+    def _deliverError(self, action: str, error: dict[str, Any]) -> None:
+        key = _errorKey(error)
         if action == "raise":
             if key in self._activeErrors:
                 return  # EVerest ignores duplicates: so do we
             self._activeErrors[key] = error
             self.everest.raiseError(SATELLITE, error)
-        elif action == "clear":
+        else:
             raised = self._activeErrors.pop(key, None)
             # clear exactly what was raised: same type, sub_type and origin
             self.everest.clearError(SATELLITE, {**(raised or error), "state": "ClearedByModule"})
-        else:
-            self.log.warn("dropped error event with action {action!r}", action=action)
 
     @property
     def activeErrors(self) -> list[dict[str, Any]]:
@@ -183,11 +168,57 @@ class ControllerTunnel:
                     "push_var {interface}.{var} failed: {error}",
                     interface=interface,
                     var=var,
-                    error=f.getErrorMessage(),
+                    error=errorText(f.value),
                 )
             )
 
         return push
+
+
+def parseBatch(
+    batch: Any,
+) -> tuple[list[tuple[str, str, Any]], list[tuple[str, dict[str, Any]]]]:
+    """
+    The events of a ``retrieve_vars_and_errors`` answer: C{(interface, var,
+    value)} of each var, C{(action, error)} of each error event.
+
+    Missing lists count as empty and unknown keys are ignored (what an
+    upstream controller does); anything else that is not the wire
+    document's shape is refused.
+
+    @raise PeerValueError: the answer is unusable, with the first problem.
+    """
+    events = loadsJson(batch)
+    if not isinstance(events, dict):
+        raise PeerValueError(f"the JSON text is {typeName(events)}, not an object")
+    varsList = events.get("vars", [])
+    errors = events.get("errors", [])
+    if not isinstance(varsList, list):
+        raise PeerValueError(f"vars is {typeName(varsList)}, not an array")
+    if not isinstance(errors, list):
+        raise PeerValueError(f"errors is {typeName(errors)}, not an array")
+    varEvents: list[tuple[str, str, Any]] = []
+    for index, event in enumerate(varsList):
+        if not isinstance(event, dict) or "value" not in event:
+            raise PeerValueError(f"vars[{index}] is not an object with a value: {brief(event)}")
+        interface, var = event.get("interface"), event.get("var")
+        if not (isinstance(interface, str) and isinstance(var, str)):
+            raise PeerValueError(f"vars[{index}] has no string interface and var: {brief(event)}")
+        varEvents.append((interface, var, event["value"]))
+    errorEvents: list[tuple[str, dict[str, Any]]] = []
+    for index, event in enumerate(errors):
+        if not isinstance(event, dict) or event.get("action") not in ("raise", "clear"):
+            raise PeerValueError(
+                f"errors[{index}] is not an object with action raise or clear: {brief(event)}"
+            )
+        error = event.get("error")
+        try:
+            checkError(error)
+        except ValueError as e:
+            raise PeerValueError(f"errors[{index}]: {errorText(e)}") from None
+        assert isinstance(error, dict)
+        errorEvents.append((event["action"], error))
+    return varEvents, errorEvents
 
 
 def _decodeResult(command: Command, rpcName: str, result: Any) -> Any:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
+from ..untrusted import PeerValueError, loadsJson, typeName
+
 
 class Codec(Enum):
     """How one value crosses the wire."""
@@ -42,26 +44,24 @@ class Codec(Enum):
 
     def decode(self, value: Any) -> Any:
         """
-        A value from the wire as EVerest wants it.
+        A value from the wire (a peer's, of any type) as EVerest wants it.
 
-        @raise ValueError: the value does not have this encoding.
+        @raise PeerValueError: the value does not have this encoding (a
+            L{ValueError}); nothing else is raised.
         """
         if self is Codec.JSON:
             if not isinstance(value, str | bytes):
-                raise ValueError(f"expected a JSON text, got {type(value).__name__}")
-            try:
-                return json.loads(value)
-            except ValueError as e:
-                raise ValueError(f"not JSON: {e}") from None
+                raise PeerValueError(f"expected a JSON text, got {typeName(value)}")
+            return loadsJson(value)
         if self is Codec.INT:
             if type(value) is not int:
-                raise ValueError(f"expected an integer, got {type(value).__name__}")
+                raise PeerValueError(f"expected an integer, got {typeName(value)}")
         elif self is Codec.BOOL:
             if type(value) is not bool:
-                raise ValueError(f"expected a boolean, got {type(value).__name__}")
+                raise PeerValueError(f"expected a boolean, got {typeName(value)}")
         elif self is Codec.STR:
             if type(value) is not str:
-                raise ValueError(f"expected a string, got {type(value).__name__}")
+                raise PeerValueError(f"expected a string, got {typeName(value)}")
         elif self is Codec.NIL:
             return None
         return value

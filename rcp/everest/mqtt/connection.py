@@ -50,6 +50,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ...untrusted import cut
+
 #: connection states
 IDLE: Final = "idle"  # not started
 CONNECTING: Final = "connecting"  # TCP connected, CONNECT sent, waiting for CONNACK
@@ -318,11 +320,11 @@ class MqttConnection:
         @raise NotConnected: when the connection is not up.
         """
         if self.state != CONNECTED:
-            raise NotConnected(f"cannot publish on {topic}: {self!r}")
+            raise NotConnected(f"cannot publish on {cut(topic)}: {self!r}")
         d: Deferred[None] = Deferred()
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise NotConnected(f"cannot publish on {topic}: paho error {info.rc}")
+            raise NotConnected(f"cannot publish on {cut(topic)}: paho error {info.rc}")
         if info.is_published():
             d.callback(None)
         else:

@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ...untrusted import cut, errorText
 from ..interface import (
     ERROR_KINDS,
     CommandError,
@@ -428,7 +429,7 @@ class MqttModule:
         if parsed is None or parsed[0] != self.moduleId:
             return
         _, implementation, command = parsed
-        label = f"{implementation}.{command}"
+        label = cut(f"{implementation}.{command}")
         if message.retain:
             # the framework never retains a call: a stale one on the broker
             # would run again at every start
@@ -449,9 +450,9 @@ class MqttModule:
                 "{module}: call of {command} from {origin} answered {kind}: {text}",
                 module=self.moduleId,
                 command=label,
-                origin=origin,
+                origin=cut(origin),
                 kind=kind,
-                text=text,
+                text=cut(text),
             )
             self._answer(
                 implementation,
@@ -653,7 +654,7 @@ class MqttModule:
             self.log.warn(
                 "{module}: dropped a command result on {topic}: {problem}",
                 module=self.moduleId,
-                topic=message.topic,
+                topic=cut(message.topic),
                 problem=str(e),
             )
             return
@@ -687,7 +688,7 @@ class MqttModule:
                 self.log.warn(
                     "{module}: dropped a value of {topic}: {problem}",
                     module=self.moduleId,
-                    topic=message.topic,
+                    topic=cut(message.topic),
                     problem=str(e),
                 )
                 return
@@ -727,7 +728,7 @@ class MqttModule:
             self.log.warn(
                 "{module}: dropped an error message on {topic}: {problem}",
                 module=self.moduleId,
-                topic=message.topic,
+                topic=cut(message.topic),
                 problem=str(e),
             )
             return
@@ -752,6 +753,15 @@ class MqttModule:
             self.connection.publish(topic, payload, qos=2, retain=False)
         except NotConnected as e:
             self.log.warn("{module}: {problem}", module=self.moduleId, problem=str(e))
+            return False
+        except ValueError as e:
+            # a topic MQTT cannot carry (too long), built from a peer's origin
+            self.log.warn(
+                "{module}: cannot publish on {topic}: {problem}",
+                module=self.moduleId,
+                topic=cut(topic),
+                problem=errorText(e),
+            )
             return False
         return True
 

@@ -13,26 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeGuard
 
+from ...untrusted import PeerValueError, brief, cut, loadsJson
+from ..interface import ERROR_KEYS as ERROR_KEYS  # re-exported
 from ..interface import ERROR_KINDS
+from ..interface import checkError as checkError  # re-exported
 
 #: the everest prefix EVerest uses unless configured otherwise
 DEFAULT_PREFIX: Final = "everest/"
-
-#: the keys every EVerest error object has (a receiver requires each)
-ERROR_KEYS: Final = frozenset(
-    {
-        "type",
-        "sub_type",
-        "message",
-        "description",
-        "origin",
-        "severity",
-        "timestamp",
-        "uuid",
-        "state",
-        "vendor_id",
-    }
-)
 
 #: the keys of the error of a failed command
 ERROR_TYPE_KEY: Final = "__everest__error_type"
@@ -57,7 +44,7 @@ def isTopicLevel(name: object) -> TypeGuard[str]:
 
 def _checkLevel(what: str, name: str) -> str:
     if not isTopicLevel(name):
-        raise ValueError(f"{what} {name!r} cannot be a topic level")
+        raise ValueError(f"{what} {brief(name)} cannot be a topic level")
     return name
 
 
@@ -149,22 +136,16 @@ def dumps(value: Any) -> bytes:
     )
 
 
-def _refuseConstant(name: str) -> NoReturn:
-    raise MalformedMessage(f"{name} is not JSON")
-
-
 def loads(payload: bytes) -> Any:
     """
-    A payload as JSON.
+    A payload as JSON (bounded: see L{rcp.untrusted.loadsJson}).
 
-    @raise MalformedMessage: not UTF-8 JSON.
+    @raise MalformedMessage: not strict UTF-8 JSON, too large or too deep.
     """
     try:
-        return json.loads(payload.decode("utf-8"), parse_constant=_refuseConstant)
-    except MalformedMessage:
-        raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise MalformedMessage(f"not JSON: {e}") from None
+        return loadsJson(payload)
+    except PeerValueError as e:
+        raise MalformedMessage(str(e)) from None
 
 
 def unwrap(payload: bytes, *msgTypes: str) -> Any:
@@ -178,7 +159,7 @@ def unwrap(payload: bytes, *msgTypes: str) -> Any:
         raise MalformedMessage("no msg_type envelope")
     if message["msg_type"] not in msgTypes:
         expected = " or ".join(msgTypes)
-        raise MalformedMessage(f"msg_type {message['msg_type']!r}, expected {expected}")
+        raise MalformedMessage(f"msg_type {brief(message['msg_type'])}, expected {expected}")
     if "data" not in message:
         raise MalformedMessage("envelope without data")
     return message["data"]
@@ -273,7 +254,7 @@ def parseCommand(payload: Any) -> CommandRequest:
     if not isinstance(payload, dict) or "msg_type" not in payload:
         raise MalformedMessage("no msg_type envelope")
     if payload["msg_type"] != "Cmd":
-        raise MalformedMessage(f"msg_type {payload['msg_type']!r} on a command topic")
+        raise MalformedMessage(f"msg_type {brief(payload['msg_type'])} on a command topic")
     data = payload.get("data")
     if not isinstance(data, dict):
         raise MalformedMessage("data is not an object")
@@ -299,7 +280,7 @@ def parseCommandResult(payload: bytes) -> CommandResultMessage:
     if not isinstance(data, dict):
         raise MalformedMessage("data is not an object")
     if data.get("type", "result") != "result":
-        raise MalformedMessage(f"result type {data.get('type')!r}")
+        raise MalformedMessage(f"result type {brief(data.get('type'))}")
     inner = data.get("data")
     if not isinstance(inner, dict):
         raise MalformedMessage("data.data is not an object")
@@ -314,10 +295,10 @@ def parseCommandResult(payload: bytes) -> CommandResultMessage:
             raise MalformedMessage("error is not an object")
         kind = raw.get(ERROR_TYPE_KEY)
         message = raw.get(ERROR_MSG_KEY, "")
-        message = message if isinstance(message, str) else json.dumps(message)
+        message = cut(message if isinstance(message, str) else json.dumps(message), 1000)
         if kind not in ERROR_KINDS:
             # what a C++ caller cannot convert; keep the text
-            message = f"unknown error type {kind!r}: {message}"
+            message = f"unknown error type {brief(kind)}: {message}"
             kind = "HandlerException"
         error = (kind, message)
     return CommandResultMessage(
@@ -345,22 +326,6 @@ def parseVar(payload: bytes) -> Any:
     return data["data"]
 
 
-def checkError(error: Mapping[str, Any]) -> None:
-    """
-    @raise ValueError: C{error} lacks a key of an EVerest error object, or
-        its type is not C{<namespace>/<name>}.
-    """
-    missing = ERROR_KEYS - set(error)
-    if missing:
-        raise ValueError(f"error object without {', '.join(sorted(missing))}")
-    errorType = error["type"]
-    namespace, _, name = errorType.partition("/") if isinstance(errorType, str) else ("", "", "")
-    if not (isTopicLevel(namespace) and isTopicLevel(name)):
-        raise ValueError(f"error type {errorType!r} is not <namespace>/<name>")
-    if not isinstance(error["origin"], dict):
-        raise ValueError("error origin is not an object")
-
-
 def parseError(payload: bytes) -> dict[str, Any]:
     """
     The error object of a C{RaiseError} or C{ClearError} message.
@@ -385,7 +350,7 @@ def parseGlobalReady(payload: bytes) -> bool:
     """
     data = unwrap(payload, "GlobalReady")
     if not isinstance(data, bool):
-        raise MalformedMessage(f"GlobalReady data is {data!r}, not a boolean")
+        raise MalformedMessage(f"GlobalReady data is {brief(data)}, not a boolean")
     return data
 
 
@@ -486,7 +451,9 @@ def parseConfigResponse(payload: bytes) -> ModuleConfig:
         _bad("data is not an object")
     status = data.get("status")
     if status != "Ok":
-        raise ConfigRefused(f"status {status!r}: {data.get('status_info', '')}")
+        info = data.get("status_info", "")
+        info = cut(info) if isinstance(info, str) else brief(info)
+        raise ConfigRefused(f"status {brief(status)}: {info}")
     response = data.get("response")
     if not isinstance(response, dict) or response.get("type") != "Module":
         _bad("response is not a Module response")
@@ -510,11 +477,11 @@ def parseConfigResponse(payload: bytes) -> ModuleConfig:
         _bad("configuration_parameters is not an object")
     for implementation, params in rawParameters.items():
         if not isinstance(params, list):
-            _bad(f"configuration_parameters.{implementation} is not a list")
+            _bad(f"configuration_parameters.{cut(implementation)} is not a list")
         values: dict[str, Any] = {}
         for param in params:
             if not isinstance(param, dict) or not isinstance(param.get("name"), str):
-                _bad(f"a parameter of {implementation} has no name")
+                _bad(f"a parameter of {cut(implementation)} has no name")
             values[param["name"]] = param.get("value")
         parameters[implementation] = values
 
@@ -524,14 +491,16 @@ def parseConfigResponse(payload: bytes) -> ModuleConfig:
         _bad("connections is not an object")
     for requirement, targets in rawConnections.items():
         if not isinstance(targets, list):
-            _bad(f"connections.{requirement} is not a list")
+            _bad(f"connections.{cut(requirement)} is not a list")
         resolved: list[tuple[str, str]] = []
         for target in targets:
             if not isinstance(target, dict):
-                _bad(f"a connection of {requirement} is not an object")
+                _bad(f"a connection of {cut(requirement)} is not an object")
             module, implementation = target.get("module_id"), target.get("implementation_id")
             if not (isTopicLevel(module) and isTopicLevel(implementation)):
-                _bad(f"a connection of {requirement} has no usable module_id/implementation_id")
+                _bad(
+                    f"a connection of {cut(requirement)} has no usable module_id/implementation_id"
+                )
             resolved.append((module, implementation))
         connections[requirement] = resolved
 

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ...untrusted import errorText
 from ..interface import CommandError, IEverestModule
 
 #: the implementation id of the manifest
@@ -136,8 +137,16 @@ class AuthSim:
             view.evseId = evse["id"]
 
     def _failed(self, failure: Failure) -> None:
-        if isinstance(failure.value, CommandError) and failure.value.kind == "Shutdown":
-            return  # this board is going down: nothing to report
+        if isinstance(failure.value, CommandError):
+            if failure.value.kind == "Shutdown":
+                return  # this board is going down: nothing to report
+            # a command failed (a satellite's answer, a timeout): one line, no traceback
+            self.log.warn(
+                "{module}: a command failed: {error}",
+                module=self.module.moduleId,
+                error=errorText(failure.value),
+            )
+            return
         self.log.failure("{module}: failed", failure, module=self.module.moduleId)
 
     # -- what the EVSEs tell ----------------------------------------------------
