@@ -16,8 +16,8 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 
 from .config import ConfigError, atLeast, positive, setting
 from .discovery.records import checkSerial
-from .health.versions import FIELDS
 from .discovery.serial import DEVICE_TREE_SERIAL
+from .health.versions import FIELDS
 from .rpc import RpcLimits
 from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials

@@ -188,3 +188,43 @@ def _checkFields() -> None:  # the wire names and the dataclass stay in step
 
 
 _checkFields()
+
+
+@dataclass(frozen=True)
+class Hello:
+    """
+    One end's part in the version exchange.
+
+    @ivar ours: this end's versions.
+    @ivar policy: what a mismatch of C{compare} does.
+    @ivar compare: what must match.
+    @ivar liveness: the liveness limit when the peer is rcp: the
+        controller's poll timeout, the agent's poll watchdog (seconds).
+    """
+
+    ours: Versions
+    policy: Policy = "warn"
+    compare: tuple[Field, ...] = ("wire", "rcp")
+    liveness: float = 5.0
+
+    def mismatches(self, theirs: Versions) -> list[Mismatch]:
+        return compare(self.ours, theirs, self.compare)
+
+
+def isMissingMethod(error: object) -> bool:
+    """Whether an RPC error answer says the peer has no such method (rpclib's text)."""
+    return isinstance(error, str) and "could not find function" in error
+
+
+def helloFrom(settings: Any, liveness: float, board: str, started: float) -> Hello:
+    """
+    This end's part in the exchange, from its settings.
+
+    @param settings: the L{rcp.settings.VersionSettings} of the process.
+    """
+    return Hello(
+        ours=localVersions(board, settings.firmware, settings.everest, started),
+        policy=settings.policy,
+        compare=tuple(settings.compare),
+        liveness=liveness,
+    )
