@@ -17,6 +17,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from .config import ConfigError, atLeast, positive, setting
 from .discovery.records import checkSerial
 from .discovery.serial import DEVICE_TREE_SERIAL
+from .health.versions import FIELDS
 from .rpc import RpcLimits
 from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials
@@ -290,6 +291,20 @@ class AgentLinkSettings:
         help="events waiting for the controller beyond which the board resets (upstream: 1000)",
         check=atLeast(10),
     )
+    liveness: float = setting(
+        5.0,
+        help=(
+            "seconds without a poll after which the board resets when the controller is"
+            " rcp (a C++ controller keeps poll_watchdog)"
+        ),
+        check=positive,
+    )
+
+    def validate(self) -> None:
+        if self.liveness <= self.hold_time:
+            raise ConfigError(
+                f"must be longer than link.hold_time ({self.hold_time:g} s)", "liveness"
+            )
 
 
 @dataclass(frozen=True)
@@ -311,6 +326,35 @@ def _addresses(value: list[str]) -> None:
     for address in value:
         if not _isAddress(address):
             raise ValueError(f"not an IP address: {address!r}")
+
+
+def _fields(value: list[str]) -> None:
+    for name in value:
+        if name not in FIELDS:
+            raise ValueError(f"{name!r} is not one of {', '.join(FIELDS)}")
+
+
+VersionPolicy = Literal["warn", "refuse"]
+
+
+@dataclass(frozen=True)
+class VersionSettings:
+    policy: VersionPolicy = setting(
+        "warn",
+        help=(
+            "a mismatch of the versions in compare: warn (log it, raise an EVerest error on"
+            " the main board, synchronise anyway) or refuse (do not synchronise)"
+        ),
+    )
+    compare: list[str] = setting(
+        help="what must match between the boards: rcp, wire, firmware, everest",
+        factory=lambda: ["wire", "rcp"],
+        check=_fields,
+    )
+    firmware: str | None = setting(
+        None, help="this board's firmware version; null: from /etc/os-release"
+    )
+    everest: str = setting("", help="this board's EVerest version, if it is to be compared")
 
 
 @dataclass(frozen=True)
@@ -377,6 +421,9 @@ class AgentSettings:
     discovery: AgentDiscoverySettings = setting(
         help="discovery by serial number", factory=AgentDiscoverySettings
     )
+    versions: VersionSettings = setting(
+        help="version consistency with the controller", factory=VersionSettings
+    )
 
     def timings(self) -> SyncTimings:
         return SyncTimings(poll_watchdog=self.link.poll_watchdog)
@@ -414,8 +461,20 @@ class ControllerLinkSettings:
         ),
         check=positive,
     )
+    liveness: float = setting(
+        5.0,
+        help=(
+            "seconds a poll may take before the link counts as lost when the agent is rcp"
+            " (a C++ agent keeps poll_timeout)"
+        ),
+        check=positive,
+    )
 
     def validate(self) -> None:
+        if self.liveness <= self.hold_time:
+            raise ConfigError(
+                f"must be longer than link.hold_time ({self.hold_time:g} s)", "liveness"
+            )
         if self.poll_timeout <= self.hold_time:
             raise ConfigError(
                 f"must be longer than link.hold_time ({self.hold_time:g} s)", "poll_timeout"
@@ -461,6 +520,9 @@ class ControllerSettings:
     )
     discovery: ControllerDiscoverySettings = setting(
         help="finding the agent by its board's serial number", factory=ControllerDiscoverySettings
+    )
+    versions: VersionSettings = setting(
+        help="version consistency with the agent", factory=VersionSettings
     )
 
     def timings(self) -> SyncTimings:

@@ -32,6 +32,7 @@ from .everest.sim.bus import SimBus, SimModule
 from .everest.sim.evse import EvseManagerSim
 from .everest.sim.station import StationConsumer
 from .everest.sim.system import SystemSim
+from .health.versions import Hello
 from .rpc import RpcLimits
 from .service import secureClientEndpoint, secureServerFactory
 from .sync import SyncTimings
@@ -57,6 +58,8 @@ class StationOptions:
     meterInterval: float = 1.0
     bootTime: float = BOOT_TIME
     acceptedTokens: tuple[str, ...] = ("DEADBEEF", "CAFEBABE", "0A0B0C0D")
+    #: the agents' part in the version exchange (L{None}: none, as a C++ agent)
+    agentHello: Hello | None = None
 
 
 class SatelliteBoard:
@@ -134,6 +137,7 @@ class SatelliteBoard:
             self.options.limits,
             queueLimit=self.queueLimit,
             holdTime=self.options.holdTime,
+            hello=self.options.agentHello,
         )
         self.evse.start()
         self.system.start()

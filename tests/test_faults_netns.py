@@ -17,8 +17,8 @@ with the real
     wire drops everything, so no FIN or RST reaches the main board), and
     the agent restarted while the controller runs.
 
-The liveness limit is set explicitly here (``LIVENESS``); the defaults of
-an rcp-rcp link are stated in README.rst ("Faults on the wire").
+Both ends are rcp, so the link's liveness limit is rcp's default
+(``link.liveness``, 5 s), not upstream's 30 s poll timeout and 60 s watchdog.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from twisted.internet.task import deferLater
 from .netns import TwoHosts
 from .test_tap import _Process, _waitFor
 
-#: seconds: the controller's poll timeout and the agent's poll watchdog
-LIVENESS = 4
+#: seconds: the default liveness limit of an rcp-rcp link (link.liveness)
+LIVENESS = 5
 
-AGENT = f"link: {{poll_watchdog: {LIVENESS}, hold_time: 0.5}}\n"
-CONTROLLER = f"link: {{poll_timeout: {LIVENESS}, hold_time: 0.5, retry_interval: 0.2}}\n"
+AGENT = "link: {hold_time: 0.5}\n"
+CONTROLLER = "link: {hold_time: 0.5, retry_interval: 0.2}\n"
 
 #: what the satellite's EvseManager publishes once the station is ready
 STARTING_VARS = (

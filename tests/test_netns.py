@@ -18,10 +18,9 @@ class TwoHostsTests(TwoHosts):
     timeout = 120
 
     async def test_linkAcrossHostsAndCutWire(self) -> None:
-        agent = self.agent("link: {poll_watchdog: 3, hold_time: 0.5}\n")
-        controller = self.controller(
-            "link: {poll_timeout: 3, hold_time: 0.5, retry_interval: 0.2}\n"
-        )
+        # rcp on both ends: the liveness limit applies (upstream's 30 and 60 s do not)
+        agent = self.agent("link: {liveness: 3, hold_time: 0.5}\n")
+        controller = self.controller("link: {liveness: 3, hold_time: 0.5, retry_interval: 0.2}\n")
         await _waitFor(lambda: "link synchronised with the agent" in controller.text(), 30)
         await _waitFor(lambda: "link synchronised with the controller" in agent.text(), 30)
         # the satellite sees the main board at its address on the station network

@@ -305,11 +305,11 @@ class StopTests(TestCase):
     # -- synchronising -------------------------------------------------------
 
     async def test_controllerSynchronising(self) -> None:
-        """Connected, ``i_am_here`` sent, no answer yet."""
+        """Connected, the start-up call (``rcp_hello``, then ``i_am_here``) sent, no answer."""
         port, peers = self.silentAgent()
         controller = self.simController(port)
         await _waitFor(lambda: bool(peers) and bool(peers[0].messages))
-        self.assertEqual(peers[0].messages[0][2], "i_am_here")
+        self.assertIn(peers[0].messages[0][2], ("rcp_hello", "i_am_here"))
         await self.assertStopsBy(controller)
 
     async def test_agentSynchronising(self) -> None:

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
+from ..health.versions import helloFrom
 from ..service import ListeningService, secureServerFactory
 from ..settings import DEFAULT_AGENT_PORT, AgentSettings, endpointPort
 from ..tls import Credentials
@@ -116,6 +117,12 @@ class MqttSatellite(StandaloneProcess):
             self.settings.rpc.limits(),
             self.settings.link.queue_limit,
             self.settings.link.hold_time,
+            helloFrom(
+                self.settings.versions,
+                self.settings.link.liveness,
+                self.credentials.name if self.credentials is not None else self.module.moduleId,
+                self.reactor.seconds(),
+            ),
         )
         listening = ListeningService(
             "rcp-agent",

@@ -10,6 +10,7 @@ call, as upstream requires.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -19,7 +20,8 @@ from twisted.logger import Logger
 
 from ..everest.interface import IEverestModule
 from ..halting import Haltable
-from ..rpc import MethodRegistry, RpcLimits, RpcProtocol
+from ..health.versions import HELLO, Hello, Mismatch, Versions, VersionsError
+from ..rpc import HandlerError, MethodRegistry, RpcLimits, RpcProtocol
 from ..sync import AgentSync, AgentSyncCore, SyncTimings
 from ..tunnel.agent import AgentTunnel
 from ..tunnel.events import DEFAULT_HOLD, DEFAULT_LIMIT, EventQueue
@@ -46,23 +48,32 @@ class AgentLink(Haltable):
         limits: RpcLimits | None = None,
         queueLimit: int = DEFAULT_LIMIT,
         holdTime: float = DEFAULT_HOLD,
+        hello: Hello | None = None,
     ) -> None:
+        """
+        @param hello: this end of the version exchange; L{None}: the agent
+            offers none (as a C++ agent).
+        """
         self.everest = everest
         self.clock = clock
         self.limits = limits or RpcLimits()
         self._resetBoard = resetBoard
         self.queue = EventQueue(clock, self._overflowed, queueLimit, holdTime)
         self.tunnel = AgentTunnel(everest, self.queue, self._observe)
-        self.sync = AgentSync(
-            AgentSyncCore(
-                clock=clock,
-                timings=timings or SyncTimings(),
-                registerMethods=self.guard(self._registerMethods),
-                linkSynced=self.guard(self._linkSynced),
-                closeLink=self.guard(self._closeLink),
-                resetBoard=self.guard(self._reset),
-            )
+        self.hello = hello
+        #: the controller's versions; L{None}: not known (yet), or a C++ controller
+        self.peerVersions: Versions | None = None
+        self.mismatches: list[Mismatch] = []
+        self._hellos: dict[RpcProtocol, Versions] = {}
+        self._core = AgentSyncCore(
+            clock=clock,
+            timings=timings or SyncTimings(),
+            registerMethods=self.guard(self._registerMethods),
+            linkSynced=self.guard(self._linkSynced),
+            closeLink=self.guard(self._closeLink),
+            resetBoard=self.guard(self._reset),
         )
+        self.sync = AgentSync(self._core)
         self._session: RpcProtocol | None = None
         self._sessionMethods: MethodRegistry | None = None
         self._connections: set[RpcProtocol] = set()
@@ -101,6 +112,8 @@ class AgentLink(Haltable):
         methods.register(I_AM_HERE, lambda: self._here(proto, methods))
         methods.register(I_AM_READY, lambda: self._ready(proto))
         methods.register(EXIT, lambda: self._exit(proto))
+        if self.hello is not None:
+            methods.register(HELLO, lambda versions: self._hello(proto, versions))
         proto.whenDisconnected().addCallback(lambda reason: self._lost(proto, reason))
         return proto
 
@@ -110,6 +123,7 @@ class AgentLink(Haltable):
 
     def _lost(self, proto: RpcProtocol, reason: BaseException) -> None:
         self._connections.discard(proto)
+        self._hellos.pop(proto, None)
         if proto is self._session:
             self.log.info(
                 "agent: the controller at {peer} is gone ({reason})", peer=proto.peer, reason=reason
@@ -118,12 +132,59 @@ class AgentLink(Haltable):
 
     # -- the link's own methods ---------------------------------------------
 
+    def _hello(self, proto: RpcProtocol, versions: Any) -> dict[str, Any]:
+        assert self.hello is not None
+        try:
+            theirs = Versions.fromWire(versions)
+        except VersionsError as e:
+            raise HandlerError(f"{HELLO}: {e}") from None
+        mismatches = self.hello.mismatches(theirs)
+        if mismatches:
+            text = "; ".join(str(m) for m in mismatches)
+            if self.hello.policy == "refuse":
+                self.log.error(
+                    "agent: version mismatch with the controller at {peer}: {text}"
+                    " (versions.policy: refuse: not synchronising)",
+                    peer=proto.peer,
+                    text=text,
+                )
+                raise HandlerError(f"version mismatch (versions.policy: refuse): {text}")
+            self.log.warn(
+                "agent: version mismatch with the controller at {peer}: {text}",
+                peer=proto.peer,
+                text=text,
+            )
+        self._hellos[proto] = theirs
+        return self.hello.ours.toWire()
+
     def _here(self, proto: RpcProtocol, methods: MethodRegistry) -> bool:
         if self._session is None:
             self._session, self._sessionMethods = proto, methods
+            self._learnController(proto)
         seen: bool = self.sync.hereCalled()
         self.log.info("agent: i_am_here from {peer}: answered {seen}", peer=proto.peer, seen=seen)
         return seen
+
+    def _learnController(self, proto: RpcProtocol) -> None:
+        theirs = self._hellos.get(proto)
+        if self.hello is None:
+            return
+        if theirs is None:
+            self.log.info(
+                "agent: the controller did not tell its versions (a C++ controller):"
+                " upstream's behaviour, poll watchdog {seconds:g} s",
+                seconds=self._core.timings.poll_watchdog,
+            )
+            return
+        self.peerVersions = theirs
+        self.mismatches = self.hello.mismatches(theirs)
+        self._core.timings = replace(self._core.timings, poll_watchdog=self.hello.liveness)
+        self.log.info(
+            "agent: the controller{board} runs {versions}; liveness limit {seconds:g} s",
+            board=f" ({theirs.board})" if theirs.board else "",
+            versions=theirs.describe(),
+            seconds=self.hello.liveness,
+        )
 
     def _ready(self, proto: RpcProtocol) -> None:
         if proto is self._session:

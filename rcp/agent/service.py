@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from ..health.versions import helloFrom
 from ..settings import AgentSettings
 from ..station import SatelliteBoard, StationOptions
 from ..tls import Credentials
@@ -26,16 +27,20 @@ class SimulatedSatellite(Service):
     def __init__(
         self, reactor: Any, settings: AgentSettings, credentials: Credentials | None
     ) -> None:
+        board = credentials.name if credentials is not None else "satellite"
         options = StationOptions(
             satellites=1,
             timings=settings.timings(),
             limits=settings.rpc.limits(),
             holdTime=settings.link.hold_time,
             meterInterval=settings.sim.meter_interval,
+            agentHello=helloFrom(
+                settings.versions, settings.link.liveness, board, reactor.seconds()
+            ),
         )
         self.board = SatelliteBoard(
             reactor,
-            credentials.name if credentials is not None else "satellite",
+            board,
             settings.sim.evse_id,
             credentials,
             options,

@@ -35,6 +35,7 @@ from ..discovery.directory import Directory
 from ..discovery.records import checkSerial
 from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
+from ..health.versions import helloFrom
 from ..service import secureClientEndpoint
 from ..settings import DEFAULT_AGENT_PORT, ControllerSettings
 from ..tls import Credentials
@@ -177,6 +178,12 @@ class MqttController(StandaloneProcess):
                 self.settings.timings(),
                 self.settings.rpc.limits(),
                 self.settings.link.hold_time,
+                helloFrom(
+                    self.settings.versions,
+                    self.settings.link.liveness,
+                    self.credentials.name if self.credentials is not None else "main",
+                    self.reactor.seconds(),
+                ),
             )
         for link in self.links.values():
             link.start()

@@ -7,6 +7,7 @@ EVerest, plus the ``satellite`` implementation (link state, addresses).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -16,8 +17,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..everest.interface import IEverestModule
+from ..everest.interface import IEverestModule, makeError
 from ..halting import Haltable
+from ..health.versions import HELLO, Hello, Mismatch, Versions, VersionsError, isMissingMethod
 from ..rpc import (
     CallTimeout,
     MethodRegistry,
@@ -57,7 +59,12 @@ class ControllerLink(Haltable):
         timings: SyncTimings | None = None,
         limits: RpcLimits | None = None,
         holdTime: float = DEFAULT_HOLD,
+        hello: Hello | None = None,
     ) -> None:
+        """
+        @param hello: this end of the version exchange; L{None}: no
+            exchange, upstream's behaviour only.
+        """
         self.everest = everest
         self.clock = clock
         self.endpoint = endpoint
@@ -73,21 +80,29 @@ class ControllerLink(Haltable):
         self.ended: tuple[int, str] | None = None
         self.everestReady: Deferred[None] | None = None
         self.polls = 0
+        self.hello = hello
+        #: the agent's versions; L{None}: not known (yet), or a C++ agent
+        self.peerVersions: Versions | None = None
+        #: whether the agent is rcp (answered the version exchange)
+        self.peerIsRcp = False
+        self.mismatches: list[Mismatch] = []
+        self._helloed: RpcProtocol | None = None
+        self._said: set[str] = set()
+        self._versionError: dict[str, Any] | None = None
         self.tunnel = ControllerTunnel(everest, self._call, self._observe)
-        self.sync = ControllerSync(
-            ControllerSyncCore(
-                clock=clock,
-                timings=self.timings,
-                connect=self.guard(self._connect),
-                callHere=self.guard(self._callHere),
-                cancelHere=self.guard(self._cancelHere),
-                callReady=self.guard(self._callReady),
-                dropConnection=self.guard(self._drop),
-                linkSynced=self.guard(self._linkSynced),
-                sayExit=self.guard(self._sayExit),
-                end=self.guard(self._ended),
-            )
+        self._core = ControllerSyncCore(
+            clock=clock,
+            timings=self.timings,
+            connect=self.guard(self._connect),
+            callHere=self.guard(self._callHere),
+            cancelHere=self.guard(self._cancelHere),
+            callReady=self.guard(self._callReady),
+            dropConnection=self.guard(self._drop),
+            linkSynced=self.guard(self._linkSynced),
+            sayExit=self.guard(self._sayExit),
+            end=self.guard(self._ended),
         )
+        self.sync = ControllerSync(self._core)
         self.tunnel.provide()
         self._provideSatellite()
 
@@ -152,8 +167,106 @@ class ControllerLink(Haltable):
 
     def _callHere(self) -> None:
         assert self._proto is not None
+        if self.hello is not None and self._helloed is not self._proto:
+            # first the versions, once per connection; i_am_here's timeout covers both
+            proto = self._proto
+            d = self._hereCall = proto.call(HELLO, self.hello.ours.toWire(), timeout=None)
+            d.addCallbacks(
+                self._helloAnswered, self._helloFailed, callbackArgs=(proto,), errbackArgs=(proto,)
+            )
+            return
         d = self._hereCall = self._proto.call(I_AM_HERE, timeout=None)
         d.addCallbacks(self._hereAnswered, self._startCallFailed)
+
+    @property
+    def pollTimeout(self) -> float:
+        """Seconds a poll may take: upstream's with a C++ agent, the liveness limit with rcp."""
+        return self._core.timings.poll_timeout
+
+    @pollTimeout.setter
+    def pollTimeout(self, seconds: float) -> None:
+        self._core.timings = replace(self._core.timings, poll_timeout=seconds)
+
+    def _sayOnce(self, level: str, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            getattr(self.log, level)("controller: {text}", text=text)
+
+    def _helloAnswered(self, answer: Any, proto: RpcProtocol) -> None:
+        if proto is not self._proto:
+            return
+        assert self.hello is not None
+        try:
+            theirs = Versions.fromWire(answer)
+        except VersionsError as e:
+            self.sync.callFailed(f"{HELLO} answered unusable versions: {e}")
+            return
+        self._helloed, self.peerVersions, self.peerIsRcp = proto, theirs, True
+        self.mismatches = self.hello.mismatches(theirs)
+        self.pollTimeout = self.hello.liveness
+        self._sayOnce(
+            "info",
+            f"the agent{' (' + theirs.board + ')' if theirs.board else ''} runs"
+            f" {theirs.describe()}; liveness limit {self.pollTimeout:g} s",
+        )
+        if self.mismatches:
+            self._versionMismatch(theirs)
+            if self.hello.policy == "refuse":
+                self.sync.callFailed(
+                    "versions do not match (versions.policy: refuse): "
+                    + "; ".join(str(m) for m in self.mismatches)
+                )
+                return
+        else:
+            self._clearVersionError()
+        self._callHere()
+
+    def _helloFailed(self, failure: Failure, proto: RpcProtocol) -> None:
+        error = failure.value.error if isinstance(failure.value, RemoteError) else None
+        if isMissingMethod(error):
+            if proto is not self._proto:
+                return
+            # a C++ agent: upstream's behaviour, timings included
+            self._helloed, self.peerVersions, self.peerIsRcp = proto, None, False
+            self.mismatches = []
+            self.pollTimeout = self.timings.poll_timeout
+            self._sayOnce(
+                "info",
+                "the agent does not tell its versions (a C++ agent): upstream's behaviour,"
+                f" poll timeout {self.pollTimeout:g} s",
+            )
+            self._callHere()
+            return
+        if failure.check(RemoteError) and proto is self._proto:
+            self.sync.callFailed(f"the agent refused the link: {errorText(failure.value)}")
+            return
+        self._startCallFailed(failure)
+
+    def _versionMismatch(self, theirs: Versions) -> None:
+        assert self.hello is not None
+        text = "; ".join(str(m) for m in self.mismatches)
+        refused = self.hello.policy == "refuse"
+        self._sayOnce(
+            "error" if refused else "warn",
+            f"version mismatch with the agent: {text}"
+            + (" (versions.policy: refuse: not synchronising)" if refused else ""),
+        )
+        if self._versionError is not None:
+            return
+        self._versionError = makeError(
+            "generic/VendorWarning",
+            self.everest.moduleId,
+            SATELLITE,
+            message=f"rcp version mismatch: {text}"[:500],
+            subType="rcp/VersionMismatch",
+            severity="Medium",
+        )
+        self.everest.raiseError(SATELLITE, self._versionError)
+
+    def _clearVersionError(self) -> None:
+        raised, self._versionError = self._versionError, None
+        if raised is not None:
+            self.everest.clearError(SATELLITE, {**raised, "state": "ClearedByModule"})
 
     def _hereAnswered(self, seen: Any) -> None:
         if type(seen) is not bool:
@@ -229,7 +342,7 @@ class ControllerLink(Haltable):
         if not self._polling or self._proto is None:
             return
         started = self.clock.seconds()
-        d = self._proto.call(RETRIEVE, timeout=self.timings.poll_timeout)
+        d = self._proto.call(RETRIEVE, timeout=self.pollTimeout)
         d.addCallbacks(self._polled, self._pollFailed, callbackArgs=(started,))
 
     def _polled(self, batch: Any, started: float) -> None:

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..health.versions import helloFrom
 from ..service import exitProcess
 from ..settings import ControllerSettings
 from ..station import MainSide
@@ -29,7 +30,9 @@ class SimulatedController(Service):
         settings: ControllerSettings,
         endpoint: IStreamClientEndpoint,
         end: Callable[[int, str], None],
+        board: str = "main",
     ) -> None:
+        """@param board: this board's name (in the version exchange)."""
         self.main = MainSide(
             reactor, settings.sim.evse_id, settings.sim.accepted_tokens, self._note
         )
@@ -41,6 +44,7 @@ class SimulatedController(Service):
             settings.timings(),
             settings.rpc.limits(),
             settings.link.hold_time,
+            helloFrom(settings.versions, settings.link.liveness, board, reactor.seconds()),
         )
 
     def _note(self, board: str, text: str) -> None:

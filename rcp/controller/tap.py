@@ -104,7 +104,8 @@ def makeService(
     # the simulation is imported only when it is used
     from .service import SimulatedController, exitProcess
 
-    link = SimulatedController(reactor, settings, endpoint, end or exitProcess(reactor))
+    board = options.credentials.name if options.credentials is not None else "main"
+    link = SimulatedController(reactor, settings, endpoint, end or exitProcess(reactor), board)
     link.setName("link")
     link.setServiceParent(top)
     return top
