@@ -47,6 +47,12 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from .health.report import main as report
+
+    return report(args.sockets, args.json, sys.stdout, sys.stderr)
+
+
 def _demo(args: argparse.Namespace) -> int:
     if not 1 <= args.satellites <= 16:
         print("rcp demo: --satellites must be between 1 and 16", file=sys.stderr)
@@ -135,6 +141,21 @@ def parser() -> argparse.ArgumentParser:
         "--satellites", "-n", type=int, default=3, help="number of satellites (default: 3)"
     )
     demo.set_defaults(run=_demo)
+
+    status = commands.add_parser(
+        "status",
+        help="show every rcp link of this board at a glance",
+        description=(
+            "Ask the rcp processes of this board (their status sockets in /run/rcp, or"
+            " the sockets given) how their links are: state, peer, round-trip time,"
+            " polls, events, reconnects, versions. Exit status 0 when every link is"
+            " synchronised, 1 when one is not or a process does not answer, 2 when no"
+            " rcp process is found."
+        ),
+    )
+    status.add_argument("sockets", nargs="*", metavar="SOCKET", help="status sockets to ask")
+    status.add_argument("--json", action="store_true", help="the full reports, as JSON")
+    status.set_defaults(run=_status)
     return top
 
 

@@ -8,8 +8,10 @@ text is what the examples and ``--help`` say about it.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from twisted.internet.endpoints import clientFromString, serverFromString
@@ -357,6 +359,38 @@ class VersionSettings:
     everest: str = setting("", help="this board's EVerest version, if it is to be compared")
 
 
+def runDirectory() -> str:
+    """Where status sockets live: /run/rcp, or the environment's RCP_RUN_DIRECTORY."""
+    return os.environ.get("RCP_RUN_DIRECTORY") or "/run/rcp"
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    socket: str | None = setting(
+        None,
+        help=(
+            "the status socket that rcp status reads; null: /run/rcp/<config file name>.sock;"
+            ' "": none'
+        ),
+    )
+    prometheus: str | None = setting(
+        None,
+        help=(
+            "server endpoint string for /metrics in Prometheus' format, such as"
+            " tcp:9464:interface=127.0.0.1; null: off"
+        ),
+        check=lambda value: serverEndpoint(value) if value is not None else None,
+    )
+
+    def socketPath(self, configFile: str | None, command: str) -> str | None:
+        if self.socket == "":
+            return None
+        if self.socket is not None:
+            return self.socket
+        stem = Path(configFile).stem if configFile else command
+        return f"{runDirectory()}/{stem}.sock"
+
+
 @dataclass(frozen=True)
 class AgentDiscoverySettings:
     advertise: bool = setting(
@@ -424,6 +458,7 @@ class AgentSettings:
     versions: VersionSettings = setting(
         help="version consistency with the controller", factory=VersionSettings
     )
+    status: StatusSettings = setting(help="the local status endpoint", factory=StatusSettings)
 
     def timings(self) -> SyncTimings:
         return SyncTimings(poll_watchdog=self.link.poll_watchdog)
@@ -524,6 +559,7 @@ class ControllerSettings:
     versions: VersionSettings = setting(
         help="version consistency with the agent", factory=VersionSettings
     )
+    status: StatusSettings = setting(help="the local status endpoint", factory=StatusSettings)
 
     def timings(self) -> SyncTimings:
         return SyncTimings(

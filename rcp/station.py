@@ -32,6 +32,7 @@ from .everest.sim.bus import SimBus, SimModule
 from .everest.sim.evse import EvseManagerSim
 from .everest.sim.station import StationConsumer
 from .everest.sim.system import SystemSim
+from .health.link import LinkHealth
 from .health.versions import Hello
 from .rpc import RpcLimits
 from .service import secureClientEndpoint, secureServerFactory
@@ -60,6 +61,8 @@ class StationOptions:
     acceptedTokens: tuple[str, ...] = ("DEADBEEF", "CAFEBABE", "0A0B0C0D")
     #: the agents' part in the version exchange (L{None}: none, as a C++ agent)
     agentHello: Hello | None = None
+    #: the agent's figures for rcp status (one for the process, across board resets)
+    agentHealth: LinkHealth | None = None
 
 
 class SatelliteBoard:
@@ -138,6 +141,7 @@ class SatelliteBoard:
             queueLimit=self.queueLimit,
             holdTime=self.options.holdTime,
             hello=self.options.agentHello,
+            health=self.options.agentHealth,
         )
         self.evse.start()
         self.system.start()

@@ -115,7 +115,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = agentTap.Options()
         options.parseOptions(["--plain", "--listen", "tcp:4200:interface=127.0.0.1"])
         top = agentTap.makeService(options, reactor)
-        self.assertEqual({s.name for s in top} - {None}, {"rpc", "everest"})
+        self.assertEqual({s.name for s in top} - {None}, {"rpc", "everest", "status"})
         top.privilegedStartService()
         top.startService()
         [(port, factory, _, interface)] = reactor.tcpServers

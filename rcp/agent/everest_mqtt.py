@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
+from ..health.process import ProcessHealth
 from ..health.versions import helloFrom
 from ..service import ListeningService, secureServerFactory
 from ..settings import DEFAULT_AGENT_PORT, AgentSettings, endpointPort
@@ -69,8 +70,10 @@ class MqttSatellite(StandaloneProcess):
         credentials: Credentials | None,
         end: Callable[[int, str], None],
         environ: Mapping[str, str] = os.environ,
+        health: ProcessHealth | None = None,
     ) -> None:
         [self.moduleId] = settings.mqtt.module_ids
+        self.linkHealth = health.link("controller") if health is not None else None
         super().__init__(
             reactor,
             settings.mqtt.broker,
@@ -123,6 +126,7 @@ class MqttSatellite(StandaloneProcess):
                 self.credentials.name if self.credentials is not None else self.module.moduleId,
                 self.reactor.seconds(),
             ),
+            self.linkHealth,
         )
         listening = ListeningService(
             "rcp-agent",

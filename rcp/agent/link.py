@@ -20,7 +20,8 @@ from twisted.logger import Logger
 
 from ..everest.interface import IEverestModule
 from ..halting import Haltable
-from ..health.versions import HELLO, Hello, Mismatch, Versions, VersionsError
+from ..health.link import CONNECTING, ENDED, SYNCHRONISED, LinkHealth
+from ..health.versions import HELLO, PING, Hello, Mismatch, Versions, VersionsError
 from ..rpc import HandlerError, MethodRegistry, RpcLimits, RpcProtocol
 from ..sync import AgentSync, AgentSyncCore, SyncTimings
 from ..tunnel.agent import AgentTunnel
@@ -49,10 +50,13 @@ class AgentLink(Haltable):
         queueLimit: int = DEFAULT_LIMIT,
         holdTime: float = DEFAULT_HOLD,
         hello: Hello | None = None,
+        health: LinkHealth | None = None,
     ) -> None:
         """
         @param hello: this end of the version exchange; L{None}: the agent
             offers none (as a C++ agent).
+        @param health: where the link keeps its figures for C{rcp status}
+            (one for the process: a reset board's new link goes on with it).
         """
         self.everest = everest
         self.clock = clock
@@ -61,6 +65,10 @@ class AgentLink(Haltable):
         self.queue = EventQueue(clock, self._overflowed, queueLimit, holdTime)
         self.tunnel = AgentTunnel(everest, self.queue, self._observe)
         self.hello = hello
+        self.health = health or LinkHealth(clock, "controller")
+        self.health.enter(CONNECTING)
+        self.health.watchQueue(self.queue)
+        self._answeredAt: float | None = None
         #: the controller's versions; L{None}: not known (yet), or a C++ controller
         self.peerVersions: Versions | None = None
         self.mismatches: list[Mismatch] = []
@@ -114,6 +122,7 @@ class AgentLink(Haltable):
         methods.register(EXIT, lambda: self._exit(proto))
         if self.hello is not None:
             methods.register(HELLO, lambda versions: self._hello(proto, versions))
+            methods.register(PING, lambda: True)
         proto.whenDisconnected().addCallback(lambda reason: self._lost(proto, reason))
         return proto
 
@@ -160,6 +169,7 @@ class AgentLink(Haltable):
     def _here(self, proto: RpcProtocol, methods: MethodRegistry) -> bool:
         if self._session is None:
             self._session, self._sessionMethods = proto, methods
+            self.health.connected(proto.peer)
             self._learnController(proto)
         seen: bool = self.sync.hereCalled()
         self.log.info("agent: i_am_here from {peer}: answered {seen}", peer=proto.peer, seen=seen)
@@ -178,6 +188,9 @@ class AgentLink(Haltable):
             return
         self.peerVersions = theirs
         self.mismatches = self.hello.mismatches(theirs)
+        self.health.peerVersions, self.health.peerIsRcp = theirs, True
+        self.health.peerName = theirs.board
+        self.health.mismatches = [str(m) for m in self.mismatches]
         self._core.timings = replace(self._core.timings, poll_watchdog=self.hello.liveness)
         self.log.info(
             "agent: the controller{board} runs {versions}; liveness limit {seconds:g} s",
@@ -196,7 +209,19 @@ class AgentLink(Haltable):
 
     def _retrieve(self) -> Deferred[str]:
         self.sync.pollArrived()
-        return self.queue.retrieve()
+        now = self.clock.seconds()
+        if self._answeredAt is not None:
+            # the controller polls again as soon as it has the answer
+            self.health.roundTrip(now - self._answeredAt)
+            self._answeredAt = None
+        self.health.polled(0)
+        d = self.queue.retrieve()
+        d.addCallback(self._answered)
+        return d
+
+    def _answered(self, answer: str) -> str:
+        self._answeredAt = self.clock.seconds()
+        return answer
 
     # -- effects of the start-up machine ------------------------------------
 
@@ -206,6 +231,7 @@ class AgentLink(Haltable):
         self._sessionMethods.register(RETRIEVE, self._retrieve)
 
     def _linkSynced(self) -> None:
+        self.health.enter(SYNCHRONISED)
         self.log.info("agent: link synchronised with the controller")
         self.everestReady = self.everest.signalReady()
 
@@ -217,6 +243,7 @@ class AgentLink(Haltable):
             self.clock.callLater(0, proto.disconnect)
 
     def _reset(self, reason: str) -> None:
+        self.health.enter(ENDED, reason)
         self.resetReason = reason
         self.log.warn("agent: resetting the board: {reason}", reason=reason)
         self._resetCall = self.clock.callLater(RESET_DELAY, self._resetBoard, reason)

@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from ..health.process import ProcessHealth
 from ..health.versions import helloFrom
 from ..settings import AgentSettings
 from ..station import SatelliteBoard, StationOptions
@@ -25,7 +26,11 @@ class SimulatedSatellite(Service):
     log = Logger()
 
     def __init__(
-        self, reactor: Any, settings: AgentSettings, credentials: Credentials | None
+        self,
+        reactor: Any,
+        settings: AgentSettings,
+        credentials: Credentials | None,
+        health: ProcessHealth | None = None,
     ) -> None:
         board = credentials.name if credentials is not None else "satellite"
         options = StationOptions(
@@ -37,6 +42,7 @@ class SimulatedSatellite(Service):
             agentHello=helloFrom(
                 settings.versions, settings.link.liveness, board, reactor.seconds()
             ),
+            agentHealth=health.link("controller") if health is not None else None,
         )
         self.board = SatelliteBoard(
             reactor,

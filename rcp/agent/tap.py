@@ -8,6 +8,9 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+from ..health.process import ProcessHealth
+from ..health.service import StatusService
+from ..health.versions import localVersions
 from ..options import ConfigOptions
 from ..service import ListeningService, SecurityNotice, exitProcess, secureServerFactory
 from ..settings import AgentSettings, endpointPort
@@ -66,12 +69,28 @@ def makeService(
     top = MultiService()
 
     SecurityNotice("rcp-agent", options.credentials).setServiceParent(top)
+    board = options.credentials.name if options.credentials is not None else "satellite"
+    health = ProcessHealth(
+        reactor,
+        "rcp-agent",
+        localVersions(board, settings.versions.firmware, settings.versions.everest, 0.0),
+    )
+    status = StatusService(
+        reactor,
+        health,
+        settings.status.socketPath(options["config"], "rcp-agent"),
+        settings.status.prometheus,
+    )
+    status.setName("status")
+    status.setServiceParent(top)
 
     if settings.everest == "mqtt":
         # the module listens itself, once EVerest told it the port
         from .everest_mqtt import MqttSatellite
 
-        module = MqttSatellite(reactor, settings, options.credentials, end or exitProcess(reactor))
+        module = MqttSatellite(
+            reactor, settings, options.credentials, end or exitProcess(reactor), health=health
+        )
         module.setName("everest")
         module.setServiceParent(top)
         return top
@@ -79,7 +98,7 @@ def makeService(
     # the simulation is imported only when it is used
     from .service import SimulatedSatellite
 
-    everest = SimulatedSatellite(reactor, settings, options.credentials)
+    everest = SimulatedSatellite(reactor, settings, options.credentials, health)
     everest.setName("everest")
     everest.setServiceParent(top)
 

@@ -35,6 +35,7 @@ from ..discovery.directory import Directory
 from ..discovery.records import checkSerial
 from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
+from ..health.process import ProcessHealth
 from ..health.versions import helloFrom
 from ..service import secureClientEndpoint
 from ..settings import DEFAULT_AGENT_PORT, ControllerSettings
@@ -108,7 +109,9 @@ class MqttController(StandaloneProcess):
         credentials: Credentials | None,
         end: Callable[[int, str], None],
         environ: Mapping[str, str] = os.environ,
+        health: ProcessHealth | None = None,
     ) -> None:
+        self.health = health
         super().__init__(
             reactor,
             settings.mqtt.broker,
@@ -184,6 +187,7 @@ class MqttController(StandaloneProcess):
                     self.credentials.name if self.credentials is not None else "main",
                     self.reactor.seconds(),
                 ),
+                self.health.link(module.moduleId) if self.health is not None else None,
             )
         for link in self.links.values():
             link.start()

@@ -19,7 +19,17 @@ from twisted.python.failure import Failure
 
 from ..everest.interface import IEverestModule, makeError
 from ..halting import Haltable
-from ..health.versions import HELLO, Hello, Mismatch, Versions, VersionsError, isMissingMethod
+from ..health.link import CONNECTING, ENDED, SYNCHRONISED, LinkHealth
+from ..health.versions import (
+    HELLO,
+    PING,
+    PING_INTERVAL,
+    Hello,
+    Mismatch,
+    Versions,
+    VersionsError,
+    isMissingMethod,
+)
 from ..rpc import (
     CallTimeout,
     MethodRegistry,
@@ -60,10 +70,12 @@ class ControllerLink(Haltable):
         limits: RpcLimits | None = None,
         holdTime: float = DEFAULT_HOLD,
         hello: Hello | None = None,
+        health: LinkHealth | None = None,
     ) -> None:
         """
         @param hello: this end of the version exchange; L{None}: no
             exchange, upstream's behaviour only.
+        @param health: where the link keeps its figures for C{rcp status}.
         """
         self.everest = everest
         self.clock = clock
@@ -81,6 +93,8 @@ class ControllerLink(Haltable):
         self.everestReady: Deferred[None] | None = None
         self.polls = 0
         self.hello = hello
+        self.health = health or LinkHealth(clock, "satellite")
+        self._pinger: IDelayedCall | None = None
         #: the agent's versions; L{None}: not known (yet), or a C++ agent
         self.peerVersions: Versions | None = None
         #: whether the agent is rcp (answered the version exchange)
@@ -142,6 +156,7 @@ class ControllerLink(Haltable):
         return self._proto.call(method, *params)
 
     def _connect(self) -> None:
+        self.health.enter(CONNECTING)
         d = self.endpoint.connect(RpcFactory(self.clock, MethodRegistry(), self.limits))
         d.addCallbacks(self._connected, self._connectFailed)
 
@@ -150,6 +165,7 @@ class ControllerLink(Haltable):
             proto.abort()  # an attempt of a process that has died since
             return
         self._proto = proto
+        self.health.connected(proto.peer)
         proto.whenDisconnected().addCallback(lambda reason: self._lost(proto, reason))
         self.sync.connected()
 
@@ -203,6 +219,9 @@ class ControllerLink(Haltable):
             return
         self._helloed, self.peerVersions, self.peerIsRcp = proto, theirs, True
         self.mismatches = self.hello.mismatches(theirs)
+        self.health.peerVersions, self.health.peerIsRcp = theirs, True
+        self.health.peerName = theirs.board
+        self.health.mismatches = [str(m) for m in self.mismatches]
         self.pollTimeout = self.hello.liveness
         self._sayOnce(
             "info",
@@ -229,6 +248,8 @@ class ControllerLink(Haltable):
             # a C++ agent: upstream's behaviour, timings included
             self._helloed, self.peerVersions, self.peerIsRcp = proto, None, False
             self.mismatches = []
+            self.health.peerVersions, self.health.peerIsRcp = None, False
+            self.health.mismatches = []
             self.pollTimeout = self.timings.poll_timeout
             self._sayOnce(
                 "info",
@@ -301,11 +322,29 @@ class ControllerLink(Haltable):
 
     def _linkSynced(self) -> None:
         self.synced = True
+        self.health.enter(SYNCHRONISED)
         self.log.info("controller: link synchronised with the agent")
         self.tunnel.subscribePush()
         self.everestReady = self.everest.signalReady()
         self._polling = True
         self._poll()
+        if self.peerIsRcp:
+            self._pinger = self.clock.callLater(0, self._ping)
+
+    def _ping(self) -> None:
+        """An rcp agent answers rcp_ping at once: the link's round-trip time."""
+        self._pinger = None
+        proto = self._proto
+        if not self._polling or proto is None:
+            return
+        started = self.clock.seconds()
+
+        def answered(_: object) -> None:
+            self.health.roundTrip(self.clock.seconds() - started)
+
+        d = proto.call(PING, timeout=self.pollTimeout)
+        d.addCallbacks(answered, lambda f: None)
+        self._pinger = self.clock.callLater(PING_INTERVAL, self._ping)
 
     def _sayExit(self) -> None:
         proto = self._proto
@@ -323,6 +362,7 @@ class ControllerLink(Haltable):
         self.synced = False
         self._stopPolling()
         self.ended = (code, reason)
+        self.health.enter(ENDED, reason)
         self.log.warn(
             "controller: link ended ({reason}); exit code {code}", reason=reason, code=code
         )
@@ -333,6 +373,9 @@ class ControllerLink(Haltable):
 
     def _stopPolling(self) -> None:
         self._polling = False
+        if self._pinger is not None and self._pinger.active():
+            self._pinger.cancel()
+        self._pinger = None
         if self._nextPoll is not None and self._nextPoll.active():
             self._nextPoll.cancel()
         self._nextPoll = None
@@ -349,8 +392,12 @@ class ControllerLink(Haltable):
         self.polls += 1
         if not self._polling:
             return  # a late answer: the link has ended, or is ending
+        if not self.peerIsRcp:
+            # a C++ agent answers every poll at once: each one is a round trip
+            self.health.roundTrip(self.clock.seconds() - started)
         try:
             count = self.tunnel.deliver(batch)
+            self.health.polled(count)
         except PeerValueError as e:
             self._violation(errorText(e))
             return

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..health.process import ProcessHealth
 from ..health.versions import helloFrom
 from ..service import exitProcess
 from ..settings import ControllerSettings
@@ -31,8 +32,12 @@ class SimulatedController(Service):
         endpoint: IStreamClientEndpoint,
         end: Callable[[int, str], None],
         board: str = "main",
+        health: ProcessHealth | None = None,
     ) -> None:
-        """@param board: this board's name (in the version exchange)."""
+        """
+        @param board: this board's name (in the version exchange).
+        @param health: the process's figures for C{rcp status}.
+        """
         self.main = MainSide(
             reactor, settings.sim.evse_id, settings.sim.accepted_tokens, self._note
         )
@@ -45,6 +50,7 @@ class SimulatedController(Service):
             settings.rpc.limits(),
             settings.link.hold_time,
             helloFrom(settings.versions, settings.link.liveness, board, reactor.seconds()),
+            health.link("satellite") if health is not None else None,
         )
 
     def _note(self, board: str, text: str) -> None:

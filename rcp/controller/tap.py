@@ -10,6 +10,9 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from ..health.process import ProcessHealth
+from ..health.service import StatusService
+from ..health.versions import localVersions
 from ..options import ConfigOptions
 from ..service import SecurityNotice, secureClientEndpoint
 from ..settings import ControllerSettings
@@ -74,12 +77,26 @@ def makeService(
     top = MultiService()
 
     SecurityNotice("rcp-controller", options.credentials, settings.peerName).setServiceParent(top)
+    board = options.credentials.name if options.credentials is not None else "main"
+    health = ProcessHealth(
+        reactor,
+        "rcp-controller",
+        localVersions(board, settings.versions.firmware, settings.versions.everest, 0.0),
+    )
+    status = StatusService(
+        reactor,
+        health,
+        settings.status.socketPath(options["config"], "rcp-controller"),
+        settings.status.prometheus,
+    )
+    status.setName("status")
+    status.setServiceParent(top)
     if settings.everest == "mqtt":
         from ..service import exitProcess
         from .everest_mqtt import MqttController
 
         modules = MqttController(
-            reactor, settings, options.credentials, end or exitProcess(reactor)
+            reactor, settings, options.credentials, end or exitProcess(reactor), health=health
         )
         modules.setName("link")
         modules.setServiceParent(top)
@@ -104,8 +121,9 @@ def makeService(
     # the simulation is imported only when it is used
     from .service import SimulatedController, exitProcess
 
-    board = options.credentials.name if options.credentials is not None else "main"
-    link = SimulatedController(reactor, settings, endpoint, end or exitProcess(reactor), board)
+    link = SimulatedController(
+        reactor, settings, endpoint, end or exitProcess(reactor), board, health
+    )
     link.setName("link")
     link.setServiceParent(top)
     return top

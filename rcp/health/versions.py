@@ -25,6 +25,12 @@ from .. import __version__
 #: the RPC method of the version exchange (rcp peers only)
 HELLO: Final = "rcp_hello"
 
+#: an rcp agent's method that answers at once (the link's round-trip time)
+PING: Final = "rcp_ping"
+
+#: seconds between two pings of a synchronised rcp-rcp link
+PING_INTERVAL: Final = 5.0
+
 #: the wire protocol generation: upstream's methods and encodings, plus rcp_hello
 WIRE_PROTOCOL: Final = "1"
 
