@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from twisted.python import usage
 
+from . import loglevel
 from .config import ConfigError, describe, load
 from .tls import Credentials
 
@@ -28,6 +29,8 @@ class ConfigOptions(usage.Options):
     overrides: ClassVar[dict[str, str]]
     #: flag name -> (dotted key path, value it sets)
     flagOverrides: ClassVar[dict[str, tuple[str, object]]] = {}
+
+    optFlags = [["debug", None, "log debug lines too (sets log_level: debug)"]]
 
     synopsis = "[--config FILE] [options]"
     longdesc = ""
@@ -54,6 +57,8 @@ class ConfigOptions(usage.Options):
         for flag, (path, value) in self.flagOverrides.items():
             if self[flag]:
                 given[path] = (f"--{flag}", value)
+        if self["debug"]:
+            given["log_level"] = ("--debug", "debug")
         source = self["config"] or "defaults"
         try:
             self.settings = load(self.settingsClass, self["config"], given)
@@ -62,3 +67,6 @@ class ConfigOptions(usage.Options):
             if not e.source:
                 e.source = source
             raise SystemExit(f"{self.command}: {e}") from None
+        loglevel.install(
+            getattr(self, "parent", None), loglevel.levelNamed(self.settings.log_level)
+        )

@@ -14,12 +14,15 @@ from typing import Any, Literal, cast
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-from .config import ConfigError, atLeast, positive, setting
+from .config import MAX_SECONDS, ConfigError, atLeast, between, positive, setting
 from .rpc import RpcLimits
 from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials
 
 DEFAULT_AGENT_PORT = 4129
+
+#: EVSE ids are 32-bit signed integers in EVerest's types
+MAX_EVSE_ID = 2**31 - 1
 
 # Endpoint strings are parsed without connecting or listening; the parsers
 # only keep the reactor they are given.
@@ -35,22 +38,34 @@ def _checkNotTls(description: str) -> None:
         )
 
 
+def _checkPort(endpoint: object, description: str, low: int) -> None:
+    """
+    The endpoint parsers take any integer as a port; the socket call would
+    fail only when the service starts, with a traceback.
+    """
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not low <= port <= 65535:
+        raise ValueError(f"port {port} in {description!r} is not a port number ({low} to 65535)")
+
+
 def serverEndpoint(description: str) -> None:
     """Check a Twisted server endpoint string, such as C{tcp:4129}."""
     _checkNotTls(description)
     try:
-        serverFromString(_NO_REACTOR, description)
+        endpoint = serverFromString(_NO_REACTOR, description)
     except Exception as e:
         raise ValueError(f"not a server endpoint string ({e or type(e).__name__})") from None
+    _checkPort(endpoint, description, 0)
 
 
 def clientEndpoint(description: str) -> None:
     """Check a Twisted client endpoint string, such as C{tcp:host=sat1:port=4129}."""
     _checkNotTls(description)
     try:
-        clientFromString(_NO_REACTOR, description)
+        endpoint = clientFromString(_NO_REACTOR, description)
     except Exception as e:
         raise ValueError(f"not a client endpoint string ({e or type(e).__name__})") from None
+    _checkPort(endpoint, description, 1)
 
 
 def endpointHost(description: str) -> str | None:
@@ -77,7 +92,7 @@ class RpcSettings:
     max_message_size: int = setting(
         1 << 20,
         help="largest message accepted from the peer, in bytes; a larger one ends the link",
-        check=atLeast(1024),
+        check=atLeast(1024, 1 << 30),
     )
     call_timeout: float = setting(
         30.0, help="seconds a call waits for its answer by default", check=positive
@@ -95,7 +110,7 @@ class RpcSettings:
     max_concurrent_requests: int = setting(
         256,
         help="requests from the peer handled at once; beyond it reading pauses",
-        check=atLeast(1),
+        check=atLeast(1, 65536),
     )
 
     def limits(self) -> RpcLimits:
@@ -186,6 +201,16 @@ DEFAULT_MQTT_HOST = "127.0.0.1"
 DEFAULT_MQTT_PORT = 1883
 
 
+_SUMMARY_HELP = (
+    "seconds between two one-line summaries of a synchronised link at info level"
+    " (peer, round-trip time, events forwarded); 0: no summaries"
+)
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+
+_LOG_LEVEL_HELP = "the lowest level logged: debug, info, warn or error (--debug sets debug)"
+
+
 def _portNumber(value: int) -> None:
     if not 1 <= value <= 65535:
         raise ValueError(f"must be a port number (1 to 65535), got {value}")
@@ -274,14 +299,15 @@ class AgentLinkSettings:
     queue_limit: int = setting(
         1000,
         help="events waiting for the controller beyond which the board resets (upstream: 1000)",
-        check=atLeast(10),
+        check=atLeast(10, 1_000_000),
     )
+    summary_interval: float = setting(600.0, help=_SUMMARY_HELP, check=between(0, MAX_SECONDS))
 
 
 @dataclass(frozen=True)
 class AgentSimSettings:
     evse_id: int = setting(
-        1, help="the EVSE number the station has for this port", check=atLeast(1)
+        1, help="the EVSE number the station has for this port", check=atLeast(1, MAX_EVSE_ID)
     )
     meter_interval: float = setting(
         1.0, help="seconds between two simulated power meter readings", check=positive
@@ -308,6 +334,7 @@ class AgentSettings:
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
     sim: AgentSimSettings = setting(help="the simulated EVerest side", factory=AgentSimSettings)
+    log_level: LogLevel = setting("info", help=_LOG_LEVEL_HELP)
 
     def timings(self) -> SyncTimings:
         return SyncTimings(poll_watchdog=self.link.poll_watchdog)
@@ -345,6 +372,7 @@ class ControllerLinkSettings:
         ),
         check=positive,
     )
+    summary_interval: float = setting(600.0, help=_SUMMARY_HELP, check=between(0, MAX_SECONDS))
 
     def validate(self) -> None:
         if self.poll_timeout <= self.hold_time:
@@ -356,7 +384,9 @@ class ControllerLinkSettings:
 @dataclass(frozen=True)
 class ControllerSimSettings:
     evse_id: int = setting(
-        2, help="the EVSE number of the satellite's port on the main board", check=atLeast(1)
+        2,
+        help="the EVSE number of the satellite's port on the main board",
+        check=atLeast(1, MAX_EVSE_ID),
     )
     accepted_tokens: list[str] = setting(
         help="RFID ids the simulated authorization accepts",
@@ -390,6 +420,7 @@ class ControllerSettings:
     sim: ControllerSimSettings = setting(
         help="the simulated EVerest side", factory=ControllerSimSettings
     )
+    log_level: LogLevel = setting("info", help=_LOG_LEVEL_HELP)
 
     def timings(self) -> SyncTimings:
         return SyncTimings(

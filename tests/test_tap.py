@@ -283,3 +283,28 @@ class ProcessTests(TestCase):
         self.assertNotEqual(agent.process.returncode, 0)
         self.assertIn(f"rcp-agent: cannot listen on tcp:{port}", agent.text())
         self.assertNotIn("Traceback", agent.text())
+
+    async def test_portOutOfRangeEndsWithOneLine(self) -> None:
+        """A listen or connect port outside 0-65535: one line naming the key, exit 1."""
+        agentPath = _write(self, "listen: tcp:70000\ntls: {mode: plain}\n")
+        agent = _twistd(self, "rcp-agent", "--config", agentPath)
+        path = _write(self, "peer: tcp:host=127.0.0.1:port=65536\ntls: {mode: plain}\n")
+        controller = _twistd(self, "rcp-controller", "--config", path)
+        await _waitFor(lambda: agent.process.poll() is not None)
+        await _waitFor(lambda: controller.process.poll() is not None)
+        self.assertNotEqual(agent.process.returncode, 0)
+        self.assertNotEqual(controller.process.returncode, 0)
+        self.assertEqual(
+            agent.text().splitlines(),
+            [
+                f"rcp-agent: {agentPath}: listen: port 70000 in 'tcp:70000'"
+                " is not a port number (0 to 65535)"
+            ],
+        )
+        self.assertEqual(
+            controller.text().splitlines(),
+            [
+                f"rcp-controller: {path}: peer: port 65536 in"
+                " 'tcp:host=127.0.0.1:port=65536' is not a port number (1 to 65535)"
+            ],
+        )

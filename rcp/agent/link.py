@@ -19,8 +19,8 @@ from twisted.logger import Logger
 
 from ..everest.interface import IEverestModule
 from ..halting import Haltable
-from ..rpc import MethodRegistry, RpcLimits, RpcProtocol
-from ..sync import AgentSync, AgentSyncCore, SyncTimings
+from ..rpc import HandlerError, MethodRegistry, RpcLimits, RpcProtocol
+from ..sync import TAKEN_OVER, AgentSync, AgentSyncCore, SyncTimings
 from ..tunnel.agent import AgentTunnel
 from ..tunnel.events import DEFAULT_HOLD, DEFAULT_LIMIT, EventQueue
 from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
@@ -68,6 +68,7 @@ class AgentLink(Haltable):
         self._connections: set[RpcProtocol] = set()
         self._closed = False
         self.resetReason: str | None = None
+        self._takenOverBy: str | None = None
         self._resetCall: IDelayedCall | None = None
         self.everestReady: Deferred[None] | None = None
         self.tunnel.provide()
@@ -121,6 +122,15 @@ class AgentLink(Haltable):
     def _here(self, proto: RpcProtocol, methods: MethodRegistry) -> bool:
         if self._session is None:
             self._session, self._sessionMethods = proto, methods
+        elif proto is not self._session and self._session in self._connections:
+            self.log.warn(
+                "agent: a second controller connected from {peer} while the controller at"
+                " {first} was linked: {takenOver}; the board resets (upstream rule)",
+                peer=proto.peer,
+                first=self._session.peer,
+                takenOver=TAKEN_OVER,
+            )
+            self._takenOverBy = proto.peer
         seen: bool = self.sync.hereCalled()
         self.log.info("agent: i_am_here from {peer}: answered {seen}", peer=proto.peer, seen=seen)
         return seen
@@ -135,7 +145,14 @@ class AgentLink(Haltable):
 
     def _retrieve(self) -> Deferred[str]:
         self.sync.pollArrived()
-        return self.queue.retrieve()
+        # A poll held when another controller takes over gets the reason,
+        # a valid error answer, before the connection closes.
+        return self.queue.retrieve().addCallback(self._unlessTakenOver)
+
+    def _unlessTakenOver(self, batch: str) -> str:
+        if self._takenOverBy is not None:
+            raise HandlerError(f"{TAKEN_OVER} (i_am_here from {self._takenOverBy})")
+        return batch
 
     # -- effects of the start-up machine ------------------------------------
 

@@ -18,8 +18,17 @@ from twisted.python.failure import Failure
 
 from ..everest.interface import IEverestModule
 from ..halting import Haltable
-from ..rpc import CallTimeout, MethodRegistry, NotConnected, RpcFactory, RpcLimits, RpcProtocol
-from ..sync import ControllerSync, ControllerSyncCore, SyncTimings
+from ..logtext import cut
+from ..rpc import (
+    CallTimeout,
+    MethodRegistry,
+    NotConnected,
+    RemoteError,
+    RpcFactory,
+    RpcLimits,
+    RpcProtocol,
+)
+from ..sync import TAKEN_OVER, ControllerSync, ControllerSyncCore, SyncTimings
 from ..tunnel.controller import SATELLITE, ControllerTunnel
 from ..tunnel.events import DEFAULT_HOLD
 from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
@@ -64,6 +73,7 @@ class ControllerLink(Haltable):
         self.ended: tuple[int, str] | None = None
         self.everestReady: Deferred[None] | None = None
         self.polls = 0
+        self._takenOver: str | None = None
         self.tunnel = ControllerTunnel(everest, self._call, self._observe)
         self.sync = ControllerSync(
             ControllerSyncCore(
@@ -137,7 +147,10 @@ class ControllerLink(Haltable):
             return
         self._proto = None
         self.synced = False
-        self.sync.lost(str(reason) or type(reason).__name__)
+        text = str(reason) or type(reason).__name__
+        if self._takenOver is not None:
+            text = f"{self._takenOver}: {text}"
+        self.sync.lost(text)
 
     # -- effects of the start-up machine ------------------------------------
 
@@ -237,6 +250,14 @@ class ControllerLink(Haltable):
             self._poll()
 
     def _pollFailed(self, failure: Failure) -> None:
+        if failure.check(RemoteError) and TAKEN_OVER in str(failure.value):
+            self._takenOver = cut(str(failure.value), 200)
+            self.log.error(
+                "controller: losing the link to {peer}: {reason}",
+                peer=self._proto.peer if self._proto is not None else "the agent",
+                reason=self._takenOver,
+            )
+            return  # the agent closes the connection now
         if failure.check(CallTimeout):
             self.sync.pollOverdue()
         elif failure.check(ConnectionDone, ConnectionLost):
