@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
+from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.python import usage
@@ -45,6 +47,20 @@ class ConfigOptions(usage.Options):
             lines.append(f"  {path}: {default}")
             lines.extend("      " + line for line in textwrap.wrap(text, 70))
         return "\n".join(lines) + "\n"
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        An unknown option or a missing value ends the process with the
+        error and a hint on one line each, not the whole help text twistd
+        would print before it.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "twistd"
+            raise SystemExit(
+                f"{self.command}: {e}\ntry: {program} {self.command} --help"
+            ) from None
 
     def getUsage(self, width: int | None = None) -> str:
         return str(super().getUsage(width)) + "\n" + self.settingsHelp()

@@ -308,3 +308,30 @@ class ProcessTests(TestCase):
                 " 'tcp:host=127.0.0.1:port=65536' is not a port number (1 to 65535)"
             ],
         )
+
+    async def test_unknownOptionIsTheErrorAndAHint(self) -> None:
+        """The error and a hint, not the whole help text first."""
+        agent = _twistd(self, "rcp-agent", "--bogus")
+        controller = _twistd(self, "rcp-controller", "--peer")
+        await _waitFor(lambda: agent.process.poll() is not None)
+        await _waitFor(lambda: controller.process.poll() is not None)
+        self.assertNotEqual(agent.process.returncode, 0)
+        self.assertNotEqual(controller.process.returncode, 0)
+        self.assertEqual(
+            agent.text().splitlines(),
+            ["rcp-agent: option --bogus not recognized", "try: twistd rcp-agent --help"],
+        )
+        self.assertEqual(
+            controller.text().splitlines(),
+            [
+                "rcp-controller: option --peer requires argument",
+                "try: twistd rcp-controller --help",
+            ],
+        )
+
+    async def test_helpStillWorks(self) -> None:
+        agent = _twistd(self, "rcp-agent", "--help")
+        await _waitFor(lambda: agent.process.poll() is not None)
+        self.assertEqual(agent.process.returncode, 0)
+        self.assertIn("--debug", agent.text())
+        self.assertIn("link.summary_interval", agent.text())
