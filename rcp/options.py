@@ -58,9 +58,7 @@ class ConfigOptions(usage.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "twistd"
-            raise SystemExit(
-                f"{self.command}: {e}\ntry: {program} {self.command} --help"
-            ) from None
+            raise SystemExit(f"{self.command}: {e}\ntry: {program} {self.command} --help") from None
 
     def getUsage(self, width: int | None = None) -> str:
         return str(super().getUsage(width)) + "\n" + self.settingsHelp()

@@ -335,3 +335,41 @@ class ProcessTests(TestCase):
         self.assertEqual(agent.process.returncode, 0)
         self.assertIn("--debug", agent.text())
         self.assertIn("link.summary_interval", agent.text())
+
+    async def test_nameMismatchSaysExpectedAndPresented(self) -> None:
+        """The controller, which checks the agent's name, says both names."""
+        _, controller = self.link("satellite-2")
+        await _waitFor(lambda: "TLS name mismatch" in controller.text())
+        self.assertIn(
+            "TLS name mismatch: expected satellite-2, the peer presented satellite-1",
+            controller.text(),
+        )
+
+    async def test_clientNameMismatchSaysExpectedAndPresented(self) -> None:
+        """The agent, which checks the controller's name, says both names."""
+        station = makeStation(self)
+        port = freePort()
+        agent = _twistd(
+            self,
+            "rcp-agent",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-1") + "  allowed_clients: [main]\n"),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        )
+        _twistd(
+            self,
+            "rcp-controller",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-2")),
+            "--peer",
+            f"tcp:host=127.0.0.1:port={port}",
+            "--peer-name",
+            "satellite-1",
+        )
+        await _waitFor(lambda: "TLS name mismatch" in agent.text())
+        self.assertIn(
+            "TLS name mismatch: expected main (tls.allowed_clients), the peer presented"
+            " satellite-2; refused",
+            agent.text(),
+        )
