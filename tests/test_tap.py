@@ -373,3 +373,39 @@ class ProcessTests(TestCase):
             " satellite-2; refused",
             agent.text(),
         )
+
+    async def test_secondControllerTakingOverIsLoggedOnBothSides(self) -> None:
+        """
+        A second controller with the main board's certificate: the satellite
+        resets (upstream rule) and the first controller ends, and both say why.
+        """
+        station = makeStation(self)
+        port = freePort()
+        agent = _twistd(
+            self,
+            "rcp-agent",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-1")),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        )
+        controllerYaml = _write(self, _tlsYaml(station, "main"))
+        argv = ("-c", controllerYaml, "--peer", f"tcp:host=127.0.0.1:port={port}")
+        argv += ("--peer-name", "satellite-1")
+        first = _twistd(self, "rcp-controller", *argv)
+        await _waitFor(lambda: "link synchronised with the agent" in first.text())
+        second = _twistd(self, "rcp-controller", *argv)
+        await _waitFor(lambda: "a second controller connected" in agent.text())
+        await _waitFor(lambda: first.process.poll() is not None)
+        self.assertEqual(first.process.returncode, 1)
+        self.assertIn("while the controller at 127.0.0.1:", agent.text())
+        self.assertIn("resetting the board", agent.text())
+        self.assertIn(
+            "controller: losing the link to 127.0.0.1:"
+            f"{port}: another controller took over this satellite (i_am_here from 127.0.0.1:",
+            first.text(),
+        )
+        self.assertIn(
+            "link ended (link lost: another controller took over this satellite", first.text()
+        )
+        self.assertIn("the agent had already seen a controller", second.text())
