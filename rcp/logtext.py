@@ -56,10 +56,9 @@ class _Shown:
 def _cutValue(value: object, limit: int) -> object:
     if isinstance(value, str):
         return value if len(value) <= limit else cut(value, limit)
-    if isinstance(value, bytes | bytearray | list | tuple | dict | set):
-        if len(value) * 2 <= limit:  # short enough whatever its repr
-            return value
-        return _Shown(cut(repr(value), limit))
+    if isinstance(value, bytes | bytearray | list | tuple | dict | set | frozenset):
+        shown = repr(value)
+        return value if len(shown) <= limit else _Shown(cut(shown, limit))
     return value
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor as _reactor
 from twisted.internet.task import deferLater
@@ -390,8 +391,8 @@ class ProcessTests(TestCase):
             f"tcp:{port}:interface=127.0.0.1",
         )
         controllerYaml = _write(self, _tlsYaml(station, "main"))
-        argv = ("-c", controllerYaml, "--peer", f"tcp:host=127.0.0.1:port={port}")
-        argv += ("--peer-name", "satellite-1")
+        peer = f"tcp:host=127.0.0.1:port={port}"
+        argv = ("-c", controllerYaml, "--peer", peer, "--peer-name", "satellite-1")
         first = _twistd(self, "rcp-controller", *argv)
         await _waitFor(lambda: "link synchronised with the agent" in first.text())
         second = _twistd(self, "rcp-controller", *argv)
@@ -409,3 +410,25 @@ class ProcessTests(TestCase):
             "link ended (link lost: another controller took over this satellite", first.text()
         )
         self.assertIn("the agent had already seen a controller", second.text())
+
+    async def test_peerStringsAreCutInTheLog(self) -> None:
+        """A peer's 500 KB string reaches the log as one short line."""
+        port = freePort()
+        agent = _twistd(self, "rcp-agent", "--plain", "--listen", f"tcp:{port}:interface=127.0.0.1")
+        await _waitFor(lambda: "UNAUTHENTICATED" in agent.text())
+        await _waitFor(lambda: _connects(port))
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(msgpack.packb([2, "x" * 500_000, ["y" * 100_000]]))
+            await _waitFor(lambda: "ignored notification" in agent.text())
+        [line] = [line for line in agent.text().splitlines() if "ignored notification" in line]
+        self.assertLess(len(line), 1500)
+        self.assertIn("(500000 characters)", line)
+        self.assertLess(len(agent.text()), 20_000)
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port)).close()
+    except OSError:
+        return False
+    return True
