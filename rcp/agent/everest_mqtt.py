@@ -114,6 +114,7 @@ class MqttSatellite(StandaloneProcess):
             self.settings.rpc.limits(),
             self.settings.link.queue_limit,
             self.settings.link.hold_time,
+            self.settings.link.summary_interval,
         )
         listening = ListeningService(
             "rcp-agent",

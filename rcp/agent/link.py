@@ -20,6 +20,8 @@ from twisted.logger import Logger
 from ..everest.interface import IEverestModule
 from ..halting import Haltable
 from ..rpc import HandlerError, MethodRegistry, RpcLimits, RpcProtocol
+from ..rtt import tcpRoundTrip
+from ..summary import LinkSummary, SummaryTimer
 from ..sync import TAKEN_OVER, AgentSync, AgentSyncCore, SyncTimings
 from ..tunnel.agent import AgentTunnel
 from ..tunnel.events import DEFAULT_HOLD, DEFAULT_LIMIT, EventQueue
@@ -46,7 +48,12 @@ class AgentLink(Haltable):
         limits: RpcLimits | None = None,
         queueLimit: int = DEFAULT_LIMIT,
         holdTime: float = DEFAULT_HOLD,
+        summaryInterval: float = 0.0,
     ) -> None:
+        """
+        @param summaryInterval: seconds between one-line summaries of the
+            synchronised link (0: none).
+        """
         self.everest = everest
         self.clock = clock
         self.limits = limits or RpcLimits()
@@ -71,6 +78,7 @@ class AgentLink(Haltable):
         self._takenOverBy: str | None = None
         self._resetCall: IDelayedCall | None = None
         self.everestReady: Deferred[None] | None = None
+        self.summaries = SummaryTimer(clock, summaryInterval, self.log)
         self.tunnel.provide()
         self.tunnel.subscribe()
 
@@ -81,6 +89,7 @@ class AgentLink(Haltable):
         """
         self.halted = True
         self._closed = True
+        self.summaries.stop()
         self.queue.close()
         for proto in list(self._connections):
             proto.abort()
@@ -112,6 +121,7 @@ class AgentLink(Haltable):
     def _lost(self, proto: RpcProtocol, reason: BaseException) -> None:
         self._connections.discard(proto)
         if proto is self._session:
+            self.summaries.stop()
             self.log.info(
                 "agent: the controller at {peer} is gone ({reason})", peer=proto.peer, reason=reason
             )
@@ -163,10 +173,22 @@ class AgentLink(Haltable):
 
     def _linkSynced(self) -> None:
         self.log.info("agent: link synchronised with the controller")
+        session = self._session
+        if session is not None:
+            self.summaries.start(
+                LinkSummary(
+                    self.clock,
+                    "agent",
+                    f"the controller at {session.peer}",
+                    lambda: self.queue.delivered,
+                    lambda: tcpRoundTrip(session.transport),
+                )
+            )
         self.everestReady = self.everest.signalReady()
 
     def _closeLink(self) -> None:
         self._closed = True
+        self.summaries.stop()
         self.queue.close()
         # after the answer that is being written now
         for proto in list(self._connections):

@@ -31,6 +31,7 @@ class SimulatedSatellite(Service):
             timings=settings.timings(),
             limits=settings.rpc.limits(),
             holdTime=settings.link.hold_time,
+            summaryInterval=settings.link.summary_interval,
             meterInterval=settings.sim.meter_interval,
         )
         self.board = SatelliteBoard(

@@ -157,6 +157,7 @@ class MqttController(StandaloneProcess):
                 self.settings.timings(),
                 self.settings.rpc.limits(),
                 self.settings.link.hold_time,
+                self.settings.link.summary_interval,
             )
         for link in self.links.values():
             link.start()

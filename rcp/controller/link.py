@@ -28,6 +28,8 @@ from ..rpc import (
     RpcLimits,
     RpcProtocol,
 )
+from ..rtt import tcpRoundTrip
+from ..summary import LinkSummary, SummaryTimer
 from ..sync import TAKEN_OVER, ControllerSync, ControllerSyncCore, SyncTimings
 from ..tunnel.controller import SATELLITE, ControllerTunnel
 from ..tunnel.events import DEFAULT_HOLD
@@ -57,7 +59,12 @@ class ControllerLink(Haltable):
         timings: SyncTimings | None = None,
         limits: RpcLimits | None = None,
         holdTime: float = DEFAULT_HOLD,
+        summaryInterval: float = 0.0,
     ) -> None:
+        """
+        @param summaryInterval: seconds between one-line summaries of the
+            synchronised link (0: none).
+        """
         self.everest = everest
         self.clock = clock
         self.endpoint = endpoint
@@ -75,6 +82,7 @@ class ControllerLink(Haltable):
         self.polls = 0
         self._takenOver: str | None = None
         self.tunnel = ControllerTunnel(everest, self._call, self._observe)
+        self.summaries = SummaryTimer(clock, summaryInterval, self.log)
         self.sync = ControllerSync(
             ControllerSyncCore(
                 clock=clock,
@@ -102,6 +110,7 @@ class ControllerLink(Haltable):
         """
         wasSynced, self.synced = self.synced, False
         self.halted = True
+        self.summaries.stop()
         self._stopPolling()
         if not wasSynced:
             # The start-up machine's timers (i_am_here timeout, retry) die
@@ -115,6 +124,7 @@ class ControllerLink(Haltable):
         """Shut down on purpose: tell a synchronised agent with ``exit``."""
         self._exitSaid: Deferred[None] = succeed(None)
         self._stopPolling()
+        self.summaries.stop()
         self.sync.stop()
         return self._exitSaid
 
@@ -147,6 +157,7 @@ class ControllerLink(Haltable):
             return
         self._proto = None
         self.synced = False
+        self.summaries.stop()
         text = str(reason) or type(reason).__name__
         if self._takenOver is not None:
             text = f"{self._takenOver}: {text}"
@@ -193,6 +204,17 @@ class ControllerLink(Haltable):
     def _linkSynced(self) -> None:
         self.synced = True
         self.log.info("controller: link synchronised with the agent")
+        proto = self._proto
+        if proto is not None:
+            self.summaries.start(
+                LinkSummary(
+                    self.clock,
+                    "controller",
+                    f"the agent at {proto.peer}",
+                    lambda: self.tunnel.delivered,
+                    lambda: tcpRoundTrip(proto.transport),
+                )
+            )
         self.tunnel.subscribePush()
         self.everestReady = self.everest.signalReady()
         self._polling = True
@@ -212,6 +234,7 @@ class ControllerLink(Haltable):
 
     def _ended(self, code: int, reason: str) -> None:
         self.synced = False
+        self.summaries.stop()
         self._stopPolling()
         self.ended = (code, reason)
         self.log.warn(

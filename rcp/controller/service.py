@@ -41,6 +41,7 @@ class SimulatedController(Service):
             settings.timings(),
             settings.rpc.limits(),
             settings.link.hold_time,
+            settings.link.summary_interval,
         )
 
     def _note(self, board: str, text: str) -> None:

@@ -50,6 +50,8 @@ class ControllerTunnel:
         self.everest = everest
         self.call = call
         self._observe = observe
+        #: events of the agent's poll answers so far (vars and errors)
+        self.delivered = 0
         self._activeErrors: dict[str, dict[str, Any]] = {}
 
     @property
@@ -117,7 +119,9 @@ class ControllerTunnel:
             self._deliverVar(event)
         for event in errors:
             self._deliverError(event)
-        return len(varsList) + len(errors)
+        count = len(varsList) + len(errors)
+        self.delivered += count  # for the link's summary
+        return count
 
     def _deliverVar(self, event: Any) -> None:
         try:
