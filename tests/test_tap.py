@@ -432,3 +432,71 @@ def _connects(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+class LoggingProcessTests(TestCase):
+    """What a user sees of a running link: summaries, and no debug lines by default."""
+
+    def pair(self, extra: str, *flags: str) -> tuple[_Process, _Process]:
+        station = makeStation(self)
+        port = freePort()
+        agent = _twistd(
+            self,
+            "rcp-agent",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-1") + extra),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            *flags,
+        )
+        controller = _twistd(
+            self,
+            "rcp-controller",
+            "-c",
+            _write(self, _tlsYaml(station, "main") + extra),
+            "--peer",
+            f"tcp:host=127.0.0.1:port={port}",
+            "--peer-name",
+            "satellite-1",
+            *flags,
+        )
+        return agent, controller
+
+    async def test_summaryEveryInterval(self) -> None:
+        agent, controller = self.pair("link: {summary_interval: 1}\n")
+        await _waitFor(lambda: "controller: link to the agent at 127.0.0.1:" in controller.text())
+        await _waitFor(lambda: "agent: link to the controller at 127.0.0.1:" in agent.text())
+        for process, side in ((controller, "controller"), (agent, "agent")):
+            [line, *_] = [
+                line for line in process.text().splitlines() if f"{side}: link to the" in line
+            ]
+            self.assertIn(f"#info] {side}: link to the", line)
+            self.assertRegex(line, r"synchronised for \d+ s: RTT [\d.]+ ms, \d+ event\(s\)")
+            self.assertTrue(line.endswith("forwarded in the last 1 s"), line)
+        # the satellite's start-up variables were forwarded
+        self.assertRegex(controller.text(), r"RTT [\d.]+ ms, [1-9]\d* event\(s\) forwarded")
+
+    async def test_noDebugLinesByDefault(self) -> None:
+        agent, controller = self.pair("")
+        await _waitFor(lambda: "link synchronised with the agent" in controller.text())
+        await _waitFor(lambda: "link synchronised with the controller" in agent.text())
+        for text in (agent.text(), controller.text()):
+            self.assertNotIn("#debug]", text)
+        self.assertNotIn("controller sync: connecting", controller.text())
+
+    async def test_debugOption(self) -> None:
+        _, controller = self.pair("", "--debug")
+        await _waitFor(lambda: "link synchronised with the agent" in controller.text())
+        self.assertIn("#debug] controller sync: connecting", controller.text())
+
+    async def test_logLevelSetting(self) -> None:
+        """log_level: warn keeps even the summaries and start-up lines out."""
+        agent, controller = self.pair("log_level: warn\nlink: {summary_interval: 0.2}\n")
+        await deferLater(reactor, 3, lambda: None)  # time to synchronise, then summaries
+        self.assertIsNone(controller.process.poll(), controller.text())
+        agent.stop()
+        await _waitFor(lambda: controller.process.poll() is not None)
+        self.assertIn("#warn] controller: link ended", controller.text())
+        for text in (agent.text(), controller.text()):
+            self.assertNotIn("#info]", text)
+            self.assertNotIn("#debug]", text)
