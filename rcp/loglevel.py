@@ -55,8 +55,10 @@ def install(twistdOptions: Any, level: LogLevel) -> None:
     @param twistdOptions: the parent (twistd) options of the command, or
         L{None} when the options are parsed outside twistd.
     """
-    if twistdOptions is None or not hasattr(twistdOptions, "subCommands"):
-        return
+    from twisted.application.app import ServerOptions
+
+    if not isinstance(twistdOptions, ServerOptions):
+        return  # twist (its own --log-level), or no command line at all
     if twistdOptions.get("logger") is not None:
         return
     _pending[:] = [(twistdOptions, level)]

@@ -57,8 +57,17 @@ class ConfigOptions(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "twistd"
+            program = self._program()
             raise SystemExit(f"{self.command}: {e}\ntry: {program} {self.command} --help") from None
+
+    def _program(self) -> str:
+        """The command the user typed: twistd, twist, or whatever ran us."""
+        from twisted.application.app import ServerOptions
+
+        name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+        if name and name not in ("-c", "__main__.py"):
+            return name
+        return "twistd" if isinstance(getattr(self, "parent", None), ServerOptions) else "twist"
 
     def getUsage(self, width: int | None = None) -> str:
         return str(super().getUsage(width)) + "\n" + self.settingsHelp()
