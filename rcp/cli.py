@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
 
@@ -74,13 +74,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if outcome == [True] else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is the error and a hint, not the usage text first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\ntry: {self.prog} --help\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="rcp",
         description="Tools for rcp, the satellite link of a distributed EVerest station.",
     )
     top.add_argument("--version", action="version", version=f"rcp {__version__}")
-    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     certs = commands.add_parser(
         "certs",
         help="create the station CA and a certificate and key per board",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -67,15 +68,40 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+#: the longest time any duration setting may have: a day, in seconds
+MAX_SECONDS = 86400.0
+
+
+def _shown(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def positive(value: float) -> None:
-    if value <= 0:
+    """A duration in seconds: greater than 0, at most L{MAX_SECONDS}."""
+    if not value > 0:
         raise ValueError(f"must be greater than 0, got {value}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"must be at most {MAX_SECONDS:g} (a day), got {_shown(value)}")
 
 
-def atLeast(low: float) -> Check:
+def between(low: float, high: float) -> Check:
+    """A number from C{low} to C{high}, both included."""
+
+    def check(value: float) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be from {_shown(low)} to {_shown(high)}, got {_shown(value)}")
+
+    return check
+
+
+def atLeast(low: float, high: float) -> Check:
+    """At least C{low}; C{high} is the sanity bound every number has."""
+
     def check(value: float) -> None:
         if value < low:
-            raise ValueError(f"must be at least {low}, got {value}")
+            raise ValueError(f"must be at least {_shown(low)}, got {_shown(value)}")
+        if value > high:
+            raise ValueError(f"must be at most {_shown(high)}, got {_shown(value)}")
 
     return check
 
@@ -140,7 +166,10 @@ def _convert(hint: Any, value: object, path: str) -> Any:
     if hint is float:
         if type(value) not in (int, float):
             raise ConfigError(f"expected a number, got {_describe(value)}", path)
-        return float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number):
+            raise ConfigError(f"expected a finite number, got {number}", path)
+        return number
     if hint is str:
         if type(value) is not str:
             raise ConfigError(f"expected a string, got {_describe(value)}", path)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
+from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.python import usage
 
+from . import loglevel
 from .config import ConfigError, describe, load
 from .tls import Credentials
 
@@ -29,6 +32,8 @@ class ConfigOptions(usage.Options):
     #: flag name -> (dotted key path, value it sets)
     flagOverrides: ClassVar[dict[str, tuple[str, object]]] = {}
 
+    optFlags = [["debug", None, "log debug lines too (sets log_level: debug)"]]
+
     synopsis = "[--config FILE] [options]"
     longdesc = ""
 
@@ -43,6 +48,27 @@ class ConfigOptions(usage.Options):
             lines.extend("      " + line for line in textwrap.wrap(text, 70))
         return "\n".join(lines) + "\n"
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        An unknown option or a missing value ends the process with the
+        error and a hint on one line each, not the whole help text twistd
+        would print before it.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            program = self._program()
+            raise SystemExit(f"{self.command}: {e}\ntry: {program} {self.command} --help") from None
+
+    def _program(self) -> str:
+        """The command the user typed: twistd, twist, or whatever ran us."""
+        from twisted.application.app import ServerOptions
+
+        name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+        if name and name not in ("-c", "__main__.py"):
+            return name
+        return "twistd" if isinstance(getattr(self, "parent", None), ServerOptions) else "twist"
+
     def getUsage(self, width: int | None = None) -> str:
         return str(super().getUsage(width)) + "\n" + self.settingsHelp()
 
@@ -54,6 +80,8 @@ class ConfigOptions(usage.Options):
         for flag, (path, value) in self.flagOverrides.items():
             if self[flag]:
                 given[path] = (f"--{flag}", value)
+        if self["debug"]:
+            given["log_level"] = ("--debug", "debug")
         source = self["config"] or "defaults"
         try:
             self.settings = load(self.settingsClass, self["config"], given)
@@ -62,3 +90,6 @@ class ConfigOptions(usage.Options):
             if not e.source:
                 e.source = source
             raise SystemExit(f"{self.command}: {e}") from None
+        loglevel.install(
+            getattr(self, "parent", None), loglevel.levelNamed(self.settings.log_level)
+        )

@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-from .config import ConfigError, atLeast, positive, setting
+from .config import MAX_SECONDS, ConfigError, atLeast, between, positive, setting
 from .discovery.records import checkSerial
 from .discovery.serial import DEVICE_TREE_SERIAL
 from .health.versions import FIELDS
@@ -25,6 +25,9 @@ from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials
 
 DEFAULT_AGENT_PORT = 4129
+
+#: EVSE ids are 32-bit signed integers in EVerest's types
+MAX_EVSE_ID = 2**31 - 1
 
 # Endpoint strings are parsed without connecting or listening; the parsers
 # only keep the reactor they are given.
@@ -40,22 +43,34 @@ def _checkNotTls(description: str) -> None:
         )
 
 
+def _checkPort(endpoint: object, description: str, low: int) -> None:
+    """
+    The endpoint parsers take any integer as a port; the socket call would
+    fail only when the service starts, with a traceback.
+    """
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not low <= port <= 65535:
+        raise ValueError(f"port {port} in {description!r} is not a port number ({low} to 65535)")
+
+
 def serverEndpoint(description: str) -> None:
     """Check a Twisted server endpoint string, such as C{tcp:4129}."""
     _checkNotTls(description)
     try:
-        serverFromString(_NO_REACTOR, description)
+        endpoint = serverFromString(_NO_REACTOR, description)
     except Exception as e:
         raise ValueError(f"not a server endpoint string ({e or type(e).__name__})") from None
+    _checkPort(endpoint, description, 0)
 
 
 def clientEndpoint(description: str) -> None:
     """Check a Twisted client endpoint string, such as C{tcp:host=sat1:port=4129}."""
     _checkNotTls(description)
     try:
-        clientFromString(_NO_REACTOR, description)
+        endpoint = clientFromString(_NO_REACTOR, description)
     except Exception as e:
         raise ValueError(f"not a client endpoint string ({e or type(e).__name__})") from None
+    _checkPort(endpoint, description, 1)
 
 
 def endpointHost(description: str) -> str | None:
@@ -94,7 +109,7 @@ class RpcSettings:
     max_message_size: int = setting(
         1 << 20,
         help="largest message accepted from the peer, in bytes; a larger one ends the link",
-        check=atLeast(1024),
+        check=atLeast(1024, 1 << 30),
     )
     call_timeout: float = setting(
         30.0, help="seconds a call waits for its answer by default", check=positive
@@ -112,7 +127,7 @@ class RpcSettings:
     max_concurrent_requests: int = setting(
         256,
         help="requests from the peer handled at once; beyond it reading pauses",
-        check=atLeast(1),
+        check=atLeast(1, 65536),
     )
 
     def limits(self) -> RpcLimits:
@@ -203,6 +218,16 @@ DEFAULT_MQTT_HOST = "127.0.0.1"
 DEFAULT_MQTT_PORT = 1883
 
 
+_SUMMARY_HELP = (
+    "seconds between two one-line summaries of a synchronised link at info level"
+    " (peer, round-trip time, events forwarded); 0: no summaries"
+)
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+
+_LOG_LEVEL_HELP = "the lowest level logged: debug, info, warn or error (--debug sets debug)"
+
+
 def _portNumber(value: int) -> None:
     if not 1 <= value <= 65535:
         raise ValueError(f"must be a port number (1 to 65535), got {value}")
@@ -291,8 +316,9 @@ class AgentLinkSettings:
     queue_limit: int = setting(
         1000,
         help="events waiting for the controller beyond which the board resets (upstream: 1000)",
-        check=atLeast(10),
+        check=atLeast(10, 1_000_000),
     )
+    summary_interval: float = setting(600.0, help=_SUMMARY_HELP, check=between(0, MAX_SECONDS))
     liveness: float = setting(
         5.0,
         help=(
@@ -312,7 +338,7 @@ class AgentLinkSettings:
 @dataclass(frozen=True)
 class AgentSimSettings:
     evse_id: int = setting(
-        1, help="the EVSE number the station has for this port", check=atLeast(1)
+        1, help="the EVSE number the station has for this port", check=atLeast(1, MAX_EVSE_ID)
     )
     meter_interval: float = setting(
         1.0, help="seconds between two simulated power meter readings", check=positive
@@ -452,6 +478,7 @@ class AgentSettings:
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
     sim: AgentSimSettings = setting(help="the simulated EVerest side", factory=AgentSimSettings)
+    log_level: LogLevel = setting("info", help=_LOG_LEVEL_HELP)
     discovery: AgentDiscoverySettings = setting(
         help="discovery by serial number", factory=AgentDiscoverySettings
     )
@@ -496,6 +523,7 @@ class ControllerLinkSettings:
         ),
         check=positive,
     )
+    summary_interval: float = setting(600.0, help=_SUMMARY_HELP, check=between(0, MAX_SECONDS))
     liveness: float = setting(
         5.0,
         help=(
@@ -519,7 +547,9 @@ class ControllerLinkSettings:
 @dataclass(frozen=True)
 class ControllerSimSettings:
     evse_id: int = setting(
-        2, help="the EVSE number of the satellite's port on the main board", check=atLeast(1)
+        2,
+        help="the EVSE number of the satellite's port on the main board",
+        check=atLeast(1, MAX_EVSE_ID),
     )
     accepted_tokens: list[str] = setting(
         help="RFID ids the simulated authorization accepts",
@@ -553,6 +583,7 @@ class ControllerSettings:
     sim: ControllerSimSettings = setting(
         help="the simulated EVerest side", factory=ControllerSimSettings
     )
+    log_level: LogLevel = setting("info", help=_LOG_LEVEL_HELP)
     discovery: ControllerDiscoverySettings = setting(
         help="finding the agent by its board's serial number", factory=ControllerDiscoverySettings
     )

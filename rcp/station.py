@@ -56,6 +56,8 @@ class StationOptions:
     timings: SyncTimings = field(default_factory=SyncTimings)
     limits: RpcLimits = field(default_factory=RpcLimits)
     holdTime: float = 1.0
+    #: seconds between the links' one-line summaries (0: none)
+    summaryInterval: float = 0.0
     meterInterval: float = 1.0
     bootTime: float = BOOT_TIME
     acceptedTokens: tuple[str, ...] = ("DEADBEEF", "CAFEBABE", "0A0B0C0D")
@@ -142,6 +144,7 @@ class SatelliteBoard:
             holdTime=self.options.holdTime,
             hello=self.options.agentHello,
             health=self.options.agentHealth,
+            summaryInterval=self.options.summaryInterval,
         )
         self.evse.start()
         self.system.start()
@@ -315,6 +318,7 @@ class MainBoard:
                 self.options.timings,
                 self.options.limits,
                 self.options.holdTime,
+                summaryInterval=self.options.summaryInterval,
             )
             self.links.append(link)
         # The main EVerest goes ready once every module is: the controllers

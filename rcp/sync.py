@@ -243,6 +243,10 @@ def _agentEnds(
         core.resetBoard(reason)
 
 
+#: the error text of a poll the agent answers when another controller took
+#: over (the first controller logs it as the cause of its lost link)
+TAKEN_OVER = "another controller took over this satellite"
+
 _SECOND_HERE = "second i_am_here: a controller had already been here since the board booted"
 _EXIT = "controller exit"
 _LINK_LOST = "link lost"

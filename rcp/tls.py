@@ -37,6 +37,9 @@ from twisted.internet.ssl import (
 )
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from zope.interface import implementer
+
+from .logtext import cut
 
 
 class TlsFileError(Exception):
@@ -126,6 +129,33 @@ def certificateNames(certificate: Certificate) -> list[str]:
     return list(san.value.get_values_for_type(DNSName))
 
 
+def presentedNames(certificate: Certificate) -> list[str]:
+    """The names a certificate presents: its subjectAltNames, then its common name."""
+    names = certificateNames(certificate)
+    cn = certificate.getSubject().commonName
+    if cn is not None:
+        text = cn.decode("utf-8", "replace") if isinstance(cn, bytes) else str(cn)
+        if text not in names:
+            names.append(text)
+    return names
+
+
+def _shownNames(names: list[str]) -> str:
+    # the peer chose these: cut, and not too many
+    if not names:
+        return "no name"
+    shown = ", ".join(cut(name, 64) for name in names[:4])
+    return shown + (f" (and {len(names) - 4} more)" if len(names) > 4 else "")
+
+
+def _peerOf(connection: SSL.Connection) -> str:
+    try:
+        address = connection.get_app_data().getPeer()
+        return f"{address.host}:{address.port}"
+    except Exception:
+        return "a peer"
+
+
 class _ServerOptions(CertificateOptions):
     """
     Client certificates of the station CA, and, when a list is given, only
@@ -155,17 +185,15 @@ class _ServerOptions(CertificateOptions):
             return False
         if depth > 0:
             return True  # the CA: OpenSSL has checked it
-        certificate = Certificate(x509)
-        cn = certificate.getSubject().commonName
-        names = set(certificateNames(certificate))
-        if cn is not None:
-            names.add(cn.decode("utf-8", "replace") if isinstance(cn, bytes) else str(cn))
-        if names & self.allowedClients:
+        names = presentedNames(Certificate(x509))
+        if set(names) & self.allowedClients:
             return True
         self.log.warn(
-            "refused a client certificate for {names}: not in tls.allowed_clients ({allowed})",
-            names=", ".join(sorted(names)),
-            allowed=", ".join(sorted(self.allowedClients)),
+            "{peer}: TLS name mismatch: expected {expected} (tls.allowed_clients),"
+            " the peer presented {presented}; refused",
+            peer=_peerOf(connection),
+            expected=" or ".join(sorted(self.allowedClients)),
+            presented=_shownNames(names),
         )
         return False
 
@@ -203,13 +231,56 @@ def serverFactory(credentials: Credentials, factory: IProtocolFactory) -> TLSMem
     return _ServerFactory(serverOptions(credentials), False, factory)
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class _NameCheckingCreator:
+    """
+    Twisted's client options, plus a check of the agent's name while its
+    certificate is verified, so that a mismatch is logged as what it is:
+    the name expected and the names the peer presented.  (Twisted's own
+    check after the handshake stays, and only says that it failed.)
+    """
+
+    log = Logger()
+
+    def __init__(self, inner: IOpenSSLClientConnectionCreator, peerName: str) -> None:
+        self.inner = inner
+        self.peerName = peerName
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection: SSL.Connection = self.inner.clientConnectionForTLS(tlsProtocol)
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._check)
+        return connection
+
+    def _check(
+        self, connection: SSL.Connection, x509: Any, errno: int, depth: int, ok: int
+    ) -> bool:
+        if not ok:
+            return False
+        if depth > 0:
+            return True  # the CA: OpenSSL has checked it
+        names = presentedNames(Certificate(x509))
+        if self.peerName.lower() in (name.lower() for name in names):
+            return True
+        self.log.warn(
+            "{peer}: TLS name mismatch: expected {expected}, the peer presented {presented};"
+            " check tls.peer_name (or the peer's host) and the agent's certificate",
+            peer=_peerOf(connection),
+            expected=self.peerName,
+            presented=_shownNames(names),
+        )
+        return False
+
+
 def clientCreator(credentials: Credentials, peerName: str) -> IOpenSSLClientConnectionCreator:
     """Controller side: accept only the agent the CA signed for C{peerName}."""
-    return optionsForClientTLS(
+    return _NameCheckingCreator(
+        optionsForClientTLS(
+            peerName,
+            trustRoot=credentials.ca,
+            clientCertificate=credentials.identity,
+            extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2},
+        ),
         peerName,
-        trustRoot=credentials.ca,
-        clientCertificate=credentials.identity,
-        extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2},
     )
 
 

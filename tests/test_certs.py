@@ -130,3 +130,17 @@ class CertsCommandTests(SynchronousTestCase):
         code, out, _ = _run()
         self.assertEqual(code, 2)
         self.assertIn("certs", out)
+
+    def test_unknownOptionIsTheErrorAndAHint(self) -> None:
+        """Not the usage text: the error, then a one-line hint."""
+        for argv in (["--bogus"], ["certs", "--days"], ["demo", "--satellites", "x"]):
+            out, err = io.StringIO(), io.StringIO()
+            with redirect_stdout(out), redirect_stderr(err):
+                error = self.assertRaises(SystemExit, main, argv)
+            self.assertEqual(error.code, 2)
+            lines = err.getvalue().splitlines()
+            self.assertEqual(len(lines), 2, lines)
+            self.assertTrue(lines[0].startswith("rcp"), lines)
+            self.assertIn("--", lines[0])
+            self.assertRegex(lines[1], r"^try: rcp( \w+)? --help$")
+            self.assertEqual(out.getvalue(), "")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,7 +12,7 @@ from typing import Literal
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
-from rcp.config import ConfigError, describe, fromMapping, load, positive, setting
+from rcp.config import ConfigError, describe, fromMapping, load, positive, setPath, setting
 from rcp.settings import AgentSettings, ControllerSettings
 
 from .common import ETC, makeStation
@@ -174,6 +176,70 @@ class FileTests(SynchronousTestCase):
         path = self.write("listen: tcp:1\ntls: {mode: plain}\n")
         settings = load(AgentSettings, path, {"listen": ("--listen", "tcp:2")})
         self.assertEqual(settings.listen, "tcp:2")
+
+
+def _numericPaths(cls: type[object], path: str = "") -> list[tuple[str, type]]:
+    """Every int and float setting of C{cls}: (key path, type)."""
+    found = []
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        hint = hints[field.name]
+        keyPath = f"{path}.{field.name}" if path else field.name
+        if dataclasses.is_dataclass(hint):
+            found.extend(_numericPaths(hint, keyPath))  # type: ignore[arg-type]
+        elif hint in (int, float):
+            found.append((keyPath, hint))
+    return found
+
+
+class RangeTests(SynchronousTestCase):
+    """Every number and every port is checked where the config is read."""
+
+    def problem(self, cls: type[object], path: str, value: object) -> str:
+        data: dict[str, object] = {"tls": {"mode": "plain"}, "peer": "tcp:host=a:port=1"}
+        if cls is AgentSettings:
+            del data["peer"]
+        setPath(data, path, value)
+        return str(self.assertRaises(ConfigError, fromMapping, cls, data))
+
+    def test_everyNumberHasARange(self) -> None:
+        for cls in (AgentSettings, ControllerSettings):
+            paths = _numericPaths(cls)
+            self.assertIn(("rpc.max_message_size", int), paths)
+            for path, kind in paths:
+                for value in (-1, 10**30):
+                    message = self.problem(cls, path, kind(value))
+                    self.assertTrue(message.startswith(f"{path}: must be"), (path, message))
+                if kind is float:
+                    for special in (float("nan"), float("inf")):
+                        self.assertEqual(
+                            self.problem(cls, path, special),
+                            f"{path}: expected a finite number, got {special}",
+                        )
+
+    def test_listenPortOutOfRange(self) -> None:
+        for listen in ("tcp:70000", "tcp:65536:interface=127.0.0.1", "tcp6:-1"):
+            self.assertEqual(
+                self.problem(AgentSettings, "listen", listen),
+                f"listen: port {listen.split(':')[1]} in {listen!r} is not a port number"
+                " (0 to 65535)",
+            )
+        fromMapping(AgentSettings, {"tls": {"mode": "plain"}, "listen": "tcp:0"})
+
+    def test_peerPortOutOfRange(self) -> None:
+        for peer in ("tcp:host=sat1:port=70000", "tcp:sat1:0"):
+            message = self.problem(ControllerSettings, "peer", peer)
+            self.assertEqual(
+                message,
+                f"peer: port {int(peer.split(':')[-1].split('=')[-1])} in {peer!r}"
+                " is not a port number (1 to 65535)",
+            )
+
+    def test_mqttPortOutOfRange(self) -> None:
+        self.assertEqual(
+            self.problem(AgentSettings, "mqtt.port", 70000),
+            "mqtt.port: must be a port number (1 to 65535), got 70000",
+        )
 
 
 class ControllerSettingsTests(SynchronousTestCase):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor as _reactor
 from twisted.internet.task import deferLater
@@ -283,3 +284,220 @@ class ProcessTests(TestCase):
         self.assertNotEqual(agent.process.returncode, 0)
         self.assertIn(f"rcp-agent: cannot listen on tcp:{port}", agent.text())
         self.assertNotIn("Traceback", agent.text())
+
+    async def test_portOutOfRangeEndsWithOneLine(self) -> None:
+        """A listen or connect port outside 0-65535: one line naming the key, exit 1."""
+        agentPath = _write(self, "listen: tcp:70000\ntls: {mode: plain}\n")
+        agent = _twistd(self, "rcp-agent", "--config", agentPath)
+        path = _write(self, "peer: tcp:host=127.0.0.1:port=65536\ntls: {mode: plain}\n")
+        controller = _twistd(self, "rcp-controller", "--config", path)
+        await _waitFor(lambda: agent.process.poll() is not None)
+        await _waitFor(lambda: controller.process.poll() is not None)
+        self.assertNotEqual(agent.process.returncode, 0)
+        self.assertNotEqual(controller.process.returncode, 0)
+        self.assertEqual(
+            agent.text().splitlines(),
+            [
+                f"rcp-agent: {agentPath}: listen: port 70000 in 'tcp:70000'"
+                " is not a port number (0 to 65535)"
+            ],
+        )
+        self.assertEqual(
+            controller.text().splitlines(),
+            [
+                f"rcp-controller: {path}: peer: port 65536 in"
+                " 'tcp:host=127.0.0.1:port=65536' is not a port number (1 to 65535)"
+            ],
+        )
+
+    async def test_unknownOptionIsTheErrorAndAHint(self) -> None:
+        """The error and a hint, not the whole help text first."""
+        agent = _twistd(self, "rcp-agent", "--bogus")
+        controller = _twistd(self, "rcp-controller", "--peer")
+        await _waitFor(lambda: agent.process.poll() is not None)
+        await _waitFor(lambda: controller.process.poll() is not None)
+        self.assertNotEqual(agent.process.returncode, 0)
+        self.assertNotEqual(controller.process.returncode, 0)
+        self.assertEqual(
+            agent.text().splitlines(),
+            ["rcp-agent: option --bogus not recognized", "try: twistd rcp-agent --help"],
+        )
+        self.assertEqual(
+            controller.text().splitlines(),
+            [
+                "rcp-controller: option --peer requires argument",
+                "try: twistd rcp-controller --help",
+            ],
+        )
+
+    async def test_helpStillWorks(self) -> None:
+        agent = _twistd(self, "rcp-agent", "--help")
+        await _waitFor(lambda: agent.process.poll() is not None)
+        self.assertEqual(agent.process.returncode, 0)
+        self.assertIn("--debug", agent.text())
+        self.assertIn("link.summary_interval", agent.text())
+
+    async def test_nameMismatchSaysExpectedAndPresented(self) -> None:
+        """The controller, which checks the agent's name, says both names."""
+        _, controller = self.link("satellite-2")
+        await _waitFor(lambda: "TLS name mismatch" in controller.text())
+        self.assertIn(
+            "TLS name mismatch: expected satellite-2, the peer presented satellite-1",
+            controller.text(),
+        )
+
+    async def test_clientNameMismatchSaysExpectedAndPresented(self) -> None:
+        """The agent, which checks the controller's name, says both names."""
+        station = makeStation(self)
+        port = freePort()
+        agent = _twistd(
+            self,
+            "rcp-agent",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-1") + "  allowed_clients: [main]\n"),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        )
+        _twistd(
+            self,
+            "rcp-controller",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-2")),
+            "--peer",
+            f"tcp:host=127.0.0.1:port={port}",
+            "--peer-name",
+            "satellite-1",
+        )
+        await _waitFor(lambda: "TLS name mismatch" in agent.text())
+        self.assertIn(
+            "TLS name mismatch: expected main (tls.allowed_clients), the peer presented"
+            " satellite-2; refused",
+            agent.text(),
+        )
+
+    async def test_secondControllerTakingOverIsLoggedOnBothSides(self) -> None:
+        """
+        A second controller with the main board's certificate: the satellite
+        resets (upstream rule) and the first controller ends, and both say why.
+        """
+        station = makeStation(self)
+        port = freePort()
+        agent = _twistd(
+            self,
+            "rcp-agent",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-1")),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        )
+        controllerYaml = _write(self, _tlsYaml(station, "main"))
+        peer = f"tcp:host=127.0.0.1:port={port}"
+        argv = ("-c", controllerYaml, "--peer", peer, "--peer-name", "satellite-1")
+        first = _twistd(self, "rcp-controller", *argv)
+        await _waitFor(lambda: "link synchronised with the agent" in first.text())
+        second = _twistd(self, "rcp-controller", *argv)
+        await _waitFor(lambda: "a second controller connected" in agent.text())
+        await _waitFor(lambda: first.process.poll() is not None)
+        self.assertEqual(first.process.returncode, 1)
+        self.assertIn("while the controller at 127.0.0.1:", agent.text())
+        self.assertIn("resetting the board", agent.text())
+        self.assertIn(
+            "controller: losing the link to 127.0.0.1:"
+            f"{port}: another controller took over this satellite (i_am_here from 127.0.0.1:",
+            first.text(),
+        )
+        self.assertIn(
+            "link ended (link lost: another controller took over this satellite", first.text()
+        )
+        self.assertIn("the agent had already seen a controller", second.text())
+
+    async def test_peerStringsAreCutInTheLog(self) -> None:
+        """A peer's 500 KB string reaches the log as one short line."""
+        port = freePort()
+        agent = _twistd(self, "rcp-agent", "--plain", "--listen", f"tcp:{port}:interface=127.0.0.1")
+        await _waitFor(lambda: "UNAUTHENTICATED" in agent.text())
+        await _waitFor(lambda: _connects(port))
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(msgpack.packb([2, "x" * 500_000, ["y" * 100_000]]))
+            await _waitFor(lambda: "ignored notification" in agent.text())
+        [line] = [line for line in agent.text().splitlines() if "ignored notification" in line]
+        self.assertLess(len(line), 1500)
+        # cut where it is logged, or by the log's own cutting: either says so
+        self.assertRegex(line, r"\((499800 more|500000) characters\)")
+        self.assertLess(len(agent.text()), 20_000)
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port)).close()
+    except OSError:
+        return False
+    return True
+
+
+class LoggingProcessTests(TestCase):
+    """What a user sees of a running link: summaries, and no debug lines by default."""
+
+    def pair(self, extra: str, *flags: str) -> tuple[_Process, _Process]:
+        station = makeStation(self)
+        port = freePort()
+        agent = _twistd(
+            self,
+            "rcp-agent",
+            "-c",
+            _write(self, _tlsYaml(station, "satellite-1") + extra),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            *flags,
+        )
+        controller = _twistd(
+            self,
+            "rcp-controller",
+            "-c",
+            _write(self, _tlsYaml(station, "main") + extra),
+            "--peer",
+            f"tcp:host=127.0.0.1:port={port}",
+            "--peer-name",
+            "satellite-1",
+            *flags,
+        )
+        return agent, controller
+
+    async def test_summaryEveryInterval(self) -> None:
+        agent, controller = self.pair("link: {summary_interval: 1}\n")
+        await _waitFor(lambda: "controller: link to the agent at 127.0.0.1:" in controller.text())
+        await _waitFor(lambda: "agent: link to the controller at 127.0.0.1:" in agent.text())
+        for process, side in ((controller, "controller"), (agent, "agent")):
+            [line, *_] = [
+                line for line in process.text().splitlines() if f"{side}: link to the" in line
+            ]
+            self.assertIn(f"#info] {side}: link to the", line)
+            self.assertRegex(line, r"synchronised for \d+ s: RTT [\d.]+ ms, \d+ event\(s\)")
+            self.assertTrue(line.endswith("forwarded in the last 1 s"), line)
+        # the satellite's start-up variables were forwarded
+        self.assertRegex(controller.text(), r"RTT [\d.]+ ms, [1-9]\d* event\(s\) forwarded")
+
+    async def test_noDebugLinesByDefault(self) -> None:
+        agent, controller = self.pair("")
+        await _waitFor(lambda: "link synchronised with the agent" in controller.text())
+        await _waitFor(lambda: "link synchronised with the controller" in agent.text())
+        for text in (agent.text(), controller.text()):
+            self.assertNotIn("#debug]", text)
+        self.assertNotIn("controller sync: connecting", controller.text())
+
+    async def test_debugOption(self) -> None:
+        _, controller = self.pair("", "--debug")
+        await _waitFor(lambda: "link synchronised with the agent" in controller.text())
+        self.assertIn("#debug] controller sync: connecting", controller.text())
+
+    async def test_logLevelSetting(self) -> None:
+        """log_level: warn keeps even the summaries and start-up lines out."""
+        agent, controller = self.pair("log_level: warn\nlink: {summary_interval: 0.2}\n")
+        await deferLater(reactor, 3, lambda: None)  # time to synchronise, then summaries
+        self.assertIsNone(controller.process.poll(), controller.text())
+        agent.stop()
+        await _waitFor(lambda: controller.process.poll() is not None)
+        self.assertIn("#warn] controller: link ended", controller.text())
+        for text in (agent.text(), controller.text()):
+            self.assertNotIn("#info]", text)
+            self.assertNotIn("#debug]", text)

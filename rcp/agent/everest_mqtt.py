@@ -127,6 +127,7 @@ class MqttSatellite(StandaloneProcess):
                 self.reactor.seconds(),
             ),
             self.linkHealth,
+            summaryInterval=self.settings.link.summary_interval,
         )
         listening = ListeningService(
             "rcp-agent",

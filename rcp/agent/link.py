@@ -23,7 +23,9 @@ from ..halting import Haltable
 from ..health.link import CONNECTING, ENDED, SYNCHRONISED, LinkHealth
 from ..health.versions import HELLO, PING, Hello, Mismatch, Versions, VersionsError
 from ..rpc import HandlerError, MethodRegistry, RpcLimits, RpcProtocol
-from ..sync import AgentSync, AgentSyncCore, SyncTimings
+from ..rtt import tcpRoundTrip
+from ..summary import LinkSummary, SummaryTimer
+from ..sync import TAKEN_OVER, AgentSync, AgentSyncCore, SyncTimings
 from ..tunnel.agent import AgentTunnel
 from ..tunnel.events import DEFAULT_HOLD, DEFAULT_LIMIT, EventQueue
 from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
@@ -51,12 +53,15 @@ class AgentLink(Haltable):
         holdTime: float = DEFAULT_HOLD,
         hello: Hello | None = None,
         health: LinkHealth | None = None,
+        summaryInterval: float = 0.0,
     ) -> None:
         """
         @param hello: this end of the version exchange; L{None}: the agent
             offers none (as a C++ agent).
         @param health: where the link keeps its figures for C{rcp status}
             (one for the process: a reset board's new link goes on with it).
+        @param summaryInterval: seconds between one-line summaries of the
+            synchronised link (0: none).
         """
         self.everest = everest
         self.clock = clock
@@ -87,8 +92,10 @@ class AgentLink(Haltable):
         self._connections: set[RpcProtocol] = set()
         self._closed = False
         self.resetReason: str | None = None
+        self._takenOverBy: str | None = None
         self._resetCall: IDelayedCall | None = None
         self.everestReady: Deferred[None] | None = None
+        self.summaries = SummaryTimer(clock, summaryInterval, self.log)
         self.tunnel.provide()
         self.tunnel.subscribe()
 
@@ -99,6 +106,7 @@ class AgentLink(Haltable):
         """
         self.halted = True
         self._closed = True
+        self.summaries.stop()
         self.queue.close()
         for proto in list(self._connections):
             proto.abort()
@@ -134,6 +142,7 @@ class AgentLink(Haltable):
         self._connections.discard(proto)
         self._hellos.pop(proto, None)
         if proto is self._session:
+            self.summaries.stop()
             self.log.info(
                 "agent: the controller at {peer} is gone ({reason})", peer=proto.peer, reason=reason
             )
@@ -171,6 +180,15 @@ class AgentLink(Haltable):
             self._session, self._sessionMethods = proto, methods
             self.health.connected(proto.peer)
             self._learnController(proto)
+        elif proto is not self._session and self._session in self._connections:
+            self.log.warn(
+                "agent: a second controller connected from {peer} while the controller at"
+                " {first} was linked: {takenOver}; the board resets (upstream rule)",
+                peer=proto.peer,
+                first=self._session.peer,
+                takenOver=TAKEN_OVER,
+            )
+            self._takenOverBy = proto.peer
         seen: bool = self.sync.hereCalled()
         self.log.info("agent: i_am_here from {peer}: answered {seen}", peer=proto.peer, seen=seen)
         return seen
@@ -215,13 +233,20 @@ class AgentLink(Haltable):
             self.health.roundTrip(now - self._answeredAt)
             self._answeredAt = None
         self.health.polled(0)
-        d = self.queue.retrieve()
+        # A poll held when another controller takes over gets the reason,
+        # a valid error answer, before the connection closes.
+        d = self.queue.retrieve().addCallback(self._unlessTakenOver)
         d.addCallback(self._answered)
         return d
 
     def _answered(self, answer: str) -> str:
         self._answeredAt = self.clock.seconds()
         return answer
+
+    def _unlessTakenOver(self, batch: str) -> str:
+        if self._takenOverBy is not None:
+            raise HandlerError(f"{TAKEN_OVER} (i_am_here from {self._takenOverBy})")
+        return batch
 
     # -- effects of the start-up machine ------------------------------------
 
@@ -233,10 +258,22 @@ class AgentLink(Haltable):
     def _linkSynced(self) -> None:
         self.health.enter(SYNCHRONISED)
         self.log.info("agent: link synchronised with the controller")
+        session = self._session
+        if session is not None:
+            self.summaries.start(
+                LinkSummary(
+                    self.clock,
+                    "agent",
+                    f"the controller at {session.peer}",
+                    lambda: self.queue.delivered,
+                    lambda: tcpRoundTrip(session.transport),
+                )
+            )
         self.everestReady = self.everest.signalReady()
 
     def _closeLink(self) -> None:
         self._closed = True
+        self.summaries.stop()
         self.queue.close()
         # after the answer that is being written now
         for proto in list(self._connections):

@@ -38,6 +38,7 @@ class SimulatedSatellite(Service):
             timings=settings.timings(),
             limits=settings.rpc.limits(),
             holdTime=settings.link.hold_time,
+            summaryInterval=settings.link.summary_interval,
             meterInterval=settings.sim.meter_interval,
             agentHello=helloFrom(
                 settings.versions, settings.link.liveness, board, reactor.seconds()

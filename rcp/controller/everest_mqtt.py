@@ -188,6 +188,7 @@ class MqttController(StandaloneProcess):
                     self.reactor.seconds(),
                 ),
                 self.health.link(module.moduleId) if self.health is not None else None,
+                summaryInterval=self.settings.link.summary_interval,
             )
         for link in self.links.values():
             link.start()

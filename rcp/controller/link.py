@@ -30,6 +30,7 @@ from ..health.versions import (
     VersionsError,
     isMissingMethod,
 )
+from ..logtext import cut
 from ..rpc import (
     CallTimeout,
     MethodRegistry,
@@ -39,7 +40,9 @@ from ..rpc import (
     RpcLimits,
     RpcProtocol,
 )
-from ..sync import ControllerSync, ControllerSyncCore, SyncTimings
+from ..rtt import tcpRoundTrip
+from ..summary import LinkSummary, SummaryTimer
+from ..sync import TAKEN_OVER, ControllerSync, ControllerSyncCore, SyncTimings
 from ..tunnel.controller import SATELLITE, ControllerTunnel
 from ..tunnel.events import DEFAULT_HOLD
 from ..tunnel.table import EXIT, I_AM_HERE, I_AM_READY, RETRIEVE
@@ -71,11 +74,14 @@ class ControllerLink(Haltable):
         holdTime: float = DEFAULT_HOLD,
         hello: Hello | None = None,
         health: LinkHealth | None = None,
+        summaryInterval: float = 0.0,
     ) -> None:
         """
         @param hello: this end of the version exchange; L{None}: no
             exchange, upstream's behaviour only.
         @param health: where the link keeps its figures for C{rcp status}.
+        @param summaryInterval: seconds between one-line summaries of the
+            synchronised link (0: none).
         """
         self.everest = everest
         self.clock = clock
@@ -103,7 +109,9 @@ class ControllerLink(Haltable):
         self._helloed: RpcProtocol | None = None
         self._said: set[str] = set()
         self._versionError: dict[str, Any] | None = None
+        self._takenOver: str | None = None
         self.tunnel = ControllerTunnel(everest, self._call, self._observe)
+        self.summaries = SummaryTimer(clock, summaryInterval, self.log)
         self._core = ControllerSyncCore(
             clock=clock,
             timings=self.timings,
@@ -130,6 +138,7 @@ class ControllerLink(Haltable):
         """
         wasSynced, self.synced = self.synced, False
         self.halted = True
+        self.summaries.stop()
         self._stopPolling()
         if not wasSynced:
             # The start-up machine's timers (i_am_here timeout, retry) die
@@ -143,6 +152,7 @@ class ControllerLink(Haltable):
         """Shut down on purpose: tell a synchronised agent with ``exit``."""
         self._exitSaid: Deferred[None] = succeed(None)
         self._stopPolling()
+        self.summaries.stop()
         self.sync.stop()
         return self._exitSaid
 
@@ -177,7 +187,11 @@ class ControllerLink(Haltable):
             return
         self._proto = None
         self.synced = False
-        self.sync.lost(str(reason) or type(reason).__name__)
+        self.summaries.stop()
+        text = str(reason) or type(reason).__name__
+        if self._takenOver is not None:
+            text = f"{self._takenOver}: {text}"
+        self.sync.lost(text)
 
     # -- effects of the start-up machine ------------------------------------
 
@@ -324,6 +338,17 @@ class ControllerLink(Haltable):
         self.synced = True
         self.health.enter(SYNCHRONISED)
         self.log.info("controller: link synchronised with the agent")
+        proto = self._proto
+        if proto is not None:
+            self.summaries.start(
+                LinkSummary(
+                    self.clock,
+                    "controller",
+                    f"the agent at {proto.peer}",
+                    lambda: self.tunnel.delivered,
+                    lambda: tcpRoundTrip(proto.transport),
+                )
+            )
         self.tunnel.subscribePush()
         self.everestReady = self.everest.signalReady()
         self._polling = True
@@ -360,6 +385,7 @@ class ControllerLink(Haltable):
 
     def _ended(self, code: int, reason: str) -> None:
         self.synced = False
+        self.summaries.stop()
         self._stopPolling()
         self.ended = (code, reason)
         self.health.enter(ENDED, reason)
@@ -412,6 +438,14 @@ class ControllerLink(Haltable):
             self._poll()
 
     def _pollFailed(self, failure: Failure) -> None:
+        if failure.check(RemoteError) and TAKEN_OVER in str(failure.value):
+            self._takenOver = cut(str(failure.value), 200)
+            self.log.error(
+                "controller: losing the link to {peer}: {reason}",
+                peer=self._proto.peer if self._proto is not None else "the agent",
+                reason=self._takenOver,
+            )
+            return  # the agent closes the connection now
         if failure.check(CallTimeout):
             self.sync.pollOverdue()
         elif failure.check(ConnectionDone, ConnectionLost):

@@ -51,6 +51,7 @@ class SimulatedController(Service):
             settings.link.hold_time,
             helloFrom(settings.versions, settings.link.liveness, board, reactor.seconds()),
             health.link("satellite") if health is not None else None,
+            summaryInterval=settings.link.summary_interval,
         )
 
     def _note(self, board: str, text: str) -> None:

@@ -50,6 +50,8 @@ class ControllerTunnel:
         self.everest = everest
         self.call = call
         self._observe = observe
+        #: events of the agent's poll answers so far (vars and errors)
+        self.delivered = 0
         self._activeErrors: dict[str, dict[str, Any]] = {}
 
     @property
@@ -111,7 +113,9 @@ class ControllerTunnel:
             self._deliverVar(interface, var, value)
         for action, error in errorEvents:
             self._deliverError(action, error)
-        return len(varEvents) + len(errorEvents)
+        count = len(varEvents) + len(errorEvents)
+        self.delivered += count  # for the link's summary
+        return count
 
     def _deliverVar(self, interface: str, var: str, value: Any) -> None:
         row = varRow(interface, var)
