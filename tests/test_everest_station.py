@@ -166,7 +166,7 @@ class ManifestTests(SynchronousTestCase):
                 "is_connected": "boolean",
             },
         )
-        self.assertEqual(len(data["errors"]), 10)
+        self.assertEqual(len(data["errors"]), 9)
         for error in data["errors"]:
             self.assertRegex(error["reference"], r"^/errors/\w+$")
 
