@@ -43,10 +43,13 @@ TEST_MODULES = Path(__file__).resolve().parent / "everest_modules"
 SAMPLES = TEST_MODULES / "samples.py"
 RCP_MODULES = ("SatelliteAgent", "SatelliteController", "SystemAggregator")
 
-#: manager log lines that are errors (its severity tags)
+#: manager log lines that are errors (its severity tags, maybe coloured)
 ERROR_LINE = re.compile(r"\[(?:\x1b\[[0-9;]*m)?(ERRO|CRIT)(?:\x1b\[[0-9;]*m)?\]")
-#: manager log lines about schema validation going wrong
-SCHEMA_PROBLEM = re.compile(r"(?i)schema ?validation|validat\w* (?:failed|error)|does not match")
+#: what the framework logs when a value fails schema validation (caller,
+#: callee or publisher; the message may span lines)
+SCHEMA_PROBLEM = re.compile(
+    r"could not be validated with schema|validation of the \w+ failed|SchemaValidationError"
+)
 
 _base: Path | None = None
 
@@ -96,6 +99,7 @@ def buildPrefix(
     directory: Path,
     modules: Mapping[str, Path] | None = None,
     core: Iterable[str] = (),
+    logLevel: str = "INFO",
 ) -> Path:
     """
     An EVerest prefix of its own for one board: a copy of L{basePrefix}
@@ -106,10 +110,21 @@ def buildPrefix(
         modules, by module name; each gets a copy of L{SAMPLES}.
     @param core: everest-core modules whose manifests to install (for
         C{--check}; the manager cannot start them, they are not built).
+    @param logLevel: the least severity the manager and its modules log
+        (DEBG, INFO, WARN, ERRO, CRIT; the tarball's default is DEBG).
     @return: the prefix.
     """
     prefix = directory / "everest"
     shutil.copytree(basePrefix(), prefix, symlinks=True)
+    logging = prefix / "etc" / "everest" / "default_logging.cfg"
+    logging.write_text(
+        re.sub(
+            r'^Filter="%Severity% >= \w+"',
+            f'Filter="%Severity% >= {logLevel}"',
+            logging.read_text(),
+            flags=re.M,
+        )
+    )
     installed = prefix / "libexec" / "everest" / "modules"
     for name in RCP_MODULES:
         target = installed / name
@@ -164,6 +179,11 @@ async def check(prefix: Path, config: Path) -> tuple[int, str]:
 def errorLines(text: str) -> list[str]:
     """The manager's ERRO and CRIT lines."""
     return [line for line in text.splitlines() if ERROR_LINE.search(line)]
+
+
+def schemaProblems(text: str) -> list[str]:
+    """The lines of a manager's log (its modules' included) about failed schema validation."""
+    return [line for line in text.splitlines() if SCHEMA_PROBLEM.search(line)]
 
 
 class Manager:
@@ -303,7 +323,9 @@ def resolve(prefix: Path, schema: Mapping[str, Any]) -> Mapping[str, Any]:
     if ref is None:
         return schema
     name, _, typeName = ref.partition("#/")
-    types = yaml.safe_load((prefix / "share" / "everest" / "types" / f"{name[1:]}.yaml").read_text())
+    types = yaml.safe_load(
+        (prefix / "share" / "everest" / "types" / f"{name[1:]}.yaml").read_text()
+    )
     resolved: Mapping[str, Any] = types["types"][typeName]
     return resolve(prefix, resolved)
 
@@ -315,7 +337,7 @@ def validate(prefix: Path, schema: Mapping[str, Any], value: Any, where: str = "
     items, minItems, minimum, maximum); empty when it is valid.
     """
     schema = resolve(prefix, schema)
-    kinds = {
+    kinds: dict[str, type | tuple[type, ...]] = {
         "object": dict,
         "array": list,
         "string": str,

@@ -20,8 +20,9 @@ from rcp.tunnel.table import CHANNELS, PUSH_CHANNELS, REQUIRED
 from . import everest_real as real
 from .common import ETC, freePort
 from .everest_modules import samples
-from .mosquitto import startBroker
+from .mosquitto import Mosquitto, startBroker
 from .test_mqtt import waitUntil
+from .test_tap import _Process, _twistd
 
 EVEREST = ETC / "everest"
 EXAMPLES = sorted(EVEREST.glob("*.yaml"))
@@ -136,11 +137,11 @@ class StationTests(TestCase):
         Path(path).write_text(text)
         return path
 
-    def satelliteBoard(self, agentPort: int) -> tuple[Path, Path, Any]:
+    def satelliteBoard(self, agentPort: int) -> tuple[Path, Path, Mosquitto]:
         broker = startBroker(self)
         prefix = real.buildPrefix(Path(self.mktemp()), real.testModules("satellite"))
         config = real.writeConfig(
-            Path(self.mktemp()),
+            Path(self.mktemp() + ".yaml"),
             {
                 "evse": {
                     "module": "RcpTestEvse",
@@ -165,7 +166,7 @@ class StationTests(TestCase):
         )
         return prefix, config, broker
 
-    def mainBoard(self, agentPort: int) -> tuple[Path, Path, Any]:
+    def mainBoard(self, agentPort: int) -> tuple[Path, Path, Mosquitto]:
         broker = startBroker(self)
         prefix = real.buildPrefix(Path(self.mktemp()), real.testModules("main"))
         requirements = [
@@ -181,7 +182,7 @@ class StationTests(TestCase):
             "satellite",
         ]
         config = real.writeConfig(
-            Path(self.mktemp()),
+            Path(self.mktemp() + ".yaml"),
             {
                 "sat": {
                     "module": "SatelliteController",
@@ -201,9 +202,7 @@ class StationTests(TestCase):
         )
         return prefix, config, broker
 
-    def agent(self, broker: Any) -> Any:
-        from .test_tap import _twistd
-
+    def agent(self, broker: Mosquitto) -> _Process:
         return _twistd(
             self,
             "rcp-agent",
@@ -214,9 +213,7 @@ class StationTests(TestCase):
             ),
         )
 
-    def controller(self, broker: Any) -> Any:
-        from .test_tap import _twistd
-
+    def controller(self, broker: Mosquitto) -> _Process:
         return _twistd(
             self,
             "rcp-controller",
@@ -250,7 +247,11 @@ class StationTests(TestCase):
 
         # the restart rule: a second agent and controller find the station running
         for again in (self.agent(satBroker), self.controller(mainBroker)):
-            await waitUntil(lambda p=again: p.process.poll() is not None, 30)
+
+            def ended(process: _Process = again) -> bool:
+                return process.process.poll() is not None
+
+            await waitUntil(ended, 30)
             self.assertEqual(again.process.returncode, 1, again.text())
             self.assertIn("global-ready already", again.text())
         # the first ones run on, and so do both managers
@@ -263,13 +264,13 @@ class StationTests(TestCase):
         self.assertIn(controller.stop(), (0, -signal.SIGTERM))
         self.assertIn(agent.stop(), (0, -signal.SIGTERM))
         for manager in (satManager, mainManager):
-            text = manager.text()
-            problems = [line for line in text.splitlines() if real.SCHEMA_PROBLEM.search(line)]
-            self.assertEqual(problems, [], manager.config)
+            self.assertEqual(real.schemaProblems(manager.text()), [], manager.config)
 
     def checkMainBoard(self, report: list[dict[str, Any]]) -> None:
         self.assertEqual([e for e in report if e["event"] in ("failed", "timeout")], [])
-        results = {(e["requirement"], e["cmd"]): e["result"] for e in report if e["event"] == "result"}
+        results = {
+            (e["requirement"], e["cmd"]): e["result"] for e in report if e["event"] == "result"
+        }
         for key, (_, expected) in samples.COMMANDS.items():
             self.assertEqual(results.get(key, "missing"), expected, key)
         self.assertIs(results["satellite", "is_connected"], True)
@@ -319,3 +320,28 @@ class StationTests(TestCase):
         self.assertEqual(
             [e["args"]["transaction_id"] for e in meter if e["event"] == "call"], ["raise", "clear"]
         )
+
+
+class LogTests(TestCase):
+    def test_schemaProblems(self) -> None:
+        """What the framework logs for a value that fails validation (seen with this build)."""
+        log = "\n".join(
+            [
+                "2026-12-02 14:01:51.592039 consumer [0x5e63] [ERRO] Call to"
+                " sat:SatelliteController->dc_external_derate:dc_external_derate"
+                "->set_external_derating(derate): Argument"
+                " 'derate' with value '{",
+                '  "max_export_power_W": "x"',
+                '}\' could not be validated with schema: At /max_export_power_W of "x" -'
+                " unexpected instance type",
+                "2026-12-02 14:01:52.461305 system [0x5e7c] [WARN] Ignoring return value of cmd"
+                " 'get_boot_reason' because the validation of the result failed: At  of \"Bogus\""
+                " - instance not found in required enum",
+                "2026-12-02 14:01:52.504581 consumer [0x5e63] [ERRO] HandlerException:"
+                ' "system_get_boot_reason: SchemaValidationError: At  of \\"Bogus\\""',
+                "2026-12-02 14:01:24.394564 evse [0x5ac6] [ERRO] Error raised, type:"
+                " evse_manager/MREC4OverCurrentFailure, sub_type: rcp-test-evse, message: x",
+            ]
+        )
+        self.assertEqual(len(real.schemaProblems(log)), 3)
+        self.assertEqual(len(real.errorLines(log.replace("[ERRO]", "[\x1b[1;31mERRO\x1b[0m]"))), 3)

@@ -64,7 +64,10 @@ COMMANDS: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {
     # and clears them
     ("evse_manager", "resume_charging"): ({}, True),
     ("energy", "enforce_limits"): ({"value": ENFORCED_LIMITS}, None),
-    ("dc_external_derate", "set_external_derating"): ({"derate": {"max_export_power_W": 1.0}}, None),
+    ("dc_external_derate", "set_external_derating"): (
+        {"derate": {"max_export_power_W": 1.0}},
+        None,
+    ),
     ("uk_random_delay", "enable"): ({}, None),
     ("uk_random_delay", "disable"): ({}, None),
     ("uk_random_delay", "cancel"): ({}, None),
@@ -93,7 +96,10 @@ COMMANDS: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {
         {"certificate_response": {"status": "Accepted", "certificate_action": "Install"}},
         None,
     ),
-    ("ocpp_data_transfer", "data_transfer"): ({"request": {"vendor_id": "rcp"}}, {"status": "Rejected"}),
+    ("ocpp_data_transfer", "data_transfer"): (
+        {"request": {"vendor_id": "rcp"}},
+        {"status": "Rejected"},
+    ),
 }
 
 #: channels the satellite does not connect (the agent answers for them)
@@ -105,8 +111,10 @@ VARS: dict[tuple[str, str], Any] = {
         "uuid": "s1",
         "event": "SessionStarted",
         "timestamp": TIMESTAMP,
-        "session_started": {"reason": "EVConnected", "meter_value": {
-            "timestamp": TIMESTAMP, "energy_Wh_import": {"total": 0.0}}},
+        "session_started": {
+            "reason": "EVConnected",
+            "meter_value": {"timestamp": TIMESTAMP, "energy_Wh_import": {"total": 0.0}},
+        },
     },
     ("evse", "hlc_session_failed"): {"uuid": "s1", "reason": "ProtocolNegotiationFailed"},
     ("evse", "limits"): {"max_current": 16.0, "nr_of_phases_available": 3},

@@ -9,12 +9,13 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from everest.framework import Module, RuntimeSession, log  # noqa: E402
-
-import samples  # noqa: E402
+import samples
+from everest.framework import Module, RuntimeSession, log
 
 VARS = {
     "evse_manager": [var for (impl, var) in samples.VARS if impl == "evse"],
@@ -35,9 +36,9 @@ class Consumer:
         self.module = Module(self.session)
         self.setup = self.module.say_hello()
         self.report = samples.Report(os.environ["EV_MODULE"])
-        self.seen: set = set()
-        self.raised: set = set()
-        self.cleared: set = set()
+        self.seen: set[tuple[str, str]] = set()
+        self.raised: set[tuple[str, str]] = set()
+        self.cleared: set[tuple[str, str]] = set()
         for (impl, command), (_, result) in samples.AGENT_COMMANDS.items():
             self.module.implement_command(impl, command, lambda args, r=result: r)
         self.module.implement_command("system", "reset", lambda args: None)
@@ -57,17 +58,17 @@ class Consumer:
 
         self.module.subscribe_variable(fulfillment, var, received)
 
-    def errorRaised(self, error) -> None:
+    def errorRaised(self, error: Any) -> None:
         self.raised.add((error.type, error.sub_type))
         self.report.add(event="raised", type=error.type, sub_type=error.sub_type,
                         message=error.message, state=error.state.name)  # fmt: skip
 
-    def errorCleared(self, error) -> None:
+    def errorCleared(self, error: Any) -> None:
         self.cleared.add((error.type, error.sub_type))
         self.report.add(event="cleared", type=error.type, sub_type=error.sub_type,
                         state=error.state.name)  # fmt: skip
 
-    def call(self, requirement: str, command: str, args: dict) -> None:
+    def call(self, requirement: str, command: str, args: dict[str, Any]) -> None:
         [fulfillment] = self.setup.connections[requirement]
         try:
             result = self.module.call_command(fulfillment, command, args)
@@ -80,7 +81,7 @@ class Consumer:
         self.report.add(event="ready")
         threading.Thread(target=self.run, daemon=True).start()
 
-    def waitFor(self, what: str, check) -> None:
+    def waitFor(self, what: str, check: Callable[[], bool]) -> None:
         deadline = time.monotonic() + WAIT
         while not check():
             if time.monotonic() > deadline:

@@ -4,12 +4,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from everest.framework import Module, RuntimeSession, log  # noqa: E402
-
-import samples  # noqa: E402
+import samples
+from everest.framework import Module, RuntimeSession, log
 
 #: the consumer's requirement (rcp's channel) of each of our implementations
 CHANNEL = {
@@ -29,7 +29,9 @@ class Evse:
         for impl, channel in CHANNEL.items():
             for (requirement, command), (_, result) in samples.COMMANDS.items():
                 if requirement == channel:
-                    self.module.implement_command(impl, command, self.handler(impl, command, result))
+                    self.module.implement_command(
+                        impl, command, self.handler(impl, command, result)
+                    )
         for var in ("token_validation_status",):
             self.subscribe("agent_auth", var)
         for var in ("firmware_update_status", "log_status"):
@@ -44,7 +46,7 @@ class Evse:
 
         self.module.subscribe_variable(fulfillment, var, received)
 
-    def handler(self, impl: str, command: str, result: object):
+    def handler(self, impl: str, command: str, result: object) -> Callable[[object], object]:
         def handle(args: object) -> object:
             self.report.add(event="call", impl=impl, cmd=command, args=args)
             if command == "external_ready_to_start_charging":

@@ -6,9 +6,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from everest.framework import Module, RuntimeSession  # noqa: E402
-
-import samples  # noqa: E402
+import samples
+from everest.framework import Module, RuntimeSession
 
 
 class Meter:
@@ -24,7 +23,7 @@ class Meter:
     def start(self, args: object) -> object:
         return {"status": "OK"}
 
-    def stop(self, args: dict) -> object:
+    def stop(self, args: dict[str, str]) -> object:
         errorType, subType = samples.ERRORS[1]
         if args["transaction_id"] == "raise":
             factory = self.module.get_error_factory("meter")

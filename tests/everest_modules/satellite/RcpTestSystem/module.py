@@ -4,12 +4,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from everest.framework import Module, RuntimeSession  # noqa: E402
-
-import samples  # noqa: E402
+import samples
+from everest.framework import Module, RuntimeSession
 
 
 class System:
@@ -25,7 +25,7 @@ class System:
             self.module.implement_command("main", command, self.handler(command, None))
         self.module.init_done(lambda: self.report.add(event="ready"))
 
-    def handler(self, command: str, result: object):
+    def handler(self, command: str, result: object) -> Callable[[object], object]:
         def handle(args: object) -> object:
             self.report.add(event="call", impl="main", cmd=command, args=args)
             if command == "set_system_time":
