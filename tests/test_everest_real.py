@@ -8,21 +8,30 @@ standalone modules between the tests' everestpy modules.
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from twisted.internet import reactor as _globalReactor
 from twisted.trial.unittest import TestCase
 
+from rcp.agent import everest_mqtt as agentMqtt
+from rcp.controller import everest_mqtt as controllerMqtt
+from rcp.everest.mqtt import wire
+from rcp.everest.mqtt.connection import IMqttReactor, MqttConnection
 from rcp.tunnel.table import CHANNELS, PUSH_CHANNELS, REQUIRED
 
 from . import everest_real as real
 from .common import ETC, freePort
+from .everest_manager import ManagerDouble, moduleConfig
 from .everest_modules import samples
 from .mosquitto import Mosquitto, startBroker
 from .test_mqtt import waitUntil
 from .test_tap import _Process, _twistd
+
+reactor = cast(IMqttReactor, _globalReactor)
 
 EVEREST = ETC / "everest"
 EXAMPLES = sorted(EVEREST.glob("*.yaml"))
@@ -120,14 +129,19 @@ def _connections(table: dict[str, tuple[str, str]]) -> dict[str, list[dict[str, 
     }
 
 
-class StationTests(TestCase):
+class BoardCase(TestCase):
     """
-    One station: satellite (agent, the tests' EVSE, System and power meter)
-    and main board (controller, the tests' consumer), each a real manager
-    with C{validate_schema: true} on its own mosquitto.
+    The two boards of a station: satellite (agent, the tests' EVSE, System
+    and power meter) and main board (controller, the tests' consumer), each
+    a real manager with C{validate_schema: true} on its own mosquitto.
     """
 
     timeout = 90
+
+    def setUp(self) -> None:
+        self.reports = Path(self.mktemp())
+        self.reports.mkdir(parents=True)
+        self.env = {"RCP_TEST_REPORT_DIR": str(self.reports)}
 
     def reportOf(self, moduleId: str) -> list[dict[str, Any]]:
         return samples.readReport(str(self.reports / f"{moduleId}.jsonl"))
@@ -225,17 +239,73 @@ class StationTests(TestCase):
             ),
         )
 
-    async def test_station(self) -> None:
-        self.reports = Path(self.mktemp())
-        self.reports.mkdir()
-        env = {"RCP_TEST_REPORT_DIR": str(self.reports)}
-        agentPort = freePort()
+    async def startManagers(
+        self, agentPort: int
+    ) -> tuple[real.Manager, Mosquitto, real.Manager, Mosquitto]:
+        """Both managers, waiting for rcp: (manager, broker) of the satellite, then the main's."""
         satPrefix, satConfig, satBroker = self.satelliteBoard(agentPort)
         mainPrefix, mainConfig, mainBroker = self.mainBoard(agentPort)
-        satManager = real.startManager(self, satPrefix, satConfig, env)
-        mainManager = real.startManager(self, mainPrefix, mainConfig, env)
+        satManager = real.startManager(self, satPrefix, satConfig, self.env)
+        mainManager = real.startManager(self, mainPrefix, mainConfig, self.env)
         await satManager.whenStatus("WAITING_FOR_STANDALONE_MODULES")
         await mainManager.whenStatus("WAITING_FOR_STANDALONE_MODULES")
+        return satManager, satBroker, mainManager, mainBroker
+
+
+class DoubleTests(BoardCase):
+    """The manager double of the other tests answers as the real manager does."""
+
+    async def configAnswer(self, broker: Mosquitto, moduleId: str) -> Any:
+        connection = MqttConnection(reactor, broker.host, broker.port)
+        connection.start()
+        self.addCleanup(connection.disconnect)
+        await connection.whenConnected()
+        answers: list[bytes] = []
+        topic = f"everest/modules/{moduleId}/response"
+        await connection.subscribe(topic, lambda message: answers.append(message.payload))
+        connection.publish("everest/config/request", wire.configRequest(moduleId), qos=2)
+        await waitUntil(lambda: bool(answers), 10)
+        return json.loads(answers[0])
+
+    async def test_configAnswers(self) -> None:
+        agentPort = freePort()
+        _, satBroker, _, mainBroker = await self.startManagers(agentPort)
+        doubleBroker = startBroker(self)
+        expected = {
+            "agent": moduleConfig(
+                "agent",
+                "SatelliteAgent",
+                {"!module": {"port": agentPort}},
+                connections={k: [v] for k, v in SATELLITE_CONNECTIONS.items()},
+                implementations=agentMqtt.PROVIDES,
+            ),
+            "sat": moduleConfig(
+                "sat",
+                "SatelliteController",
+                {"!module": {"hostname": "127.0.0.1", "port": agentPort}},
+                connections={"auth": [("consumer", "auth")], "system": [("consumer", "system")]},
+                mapping={"module": {"evse": 2}},
+                implementations=controllerMqtt.PROVIDES,
+            ),
+        }
+        double = ManagerDouble(
+            reactor,
+            doubleBroker.port,
+            "everest/",
+            expected,
+            mappings={"sat": {"module": {"evse": 2}}},
+        )
+        self.addCleanup(double.stop)
+        await double.start()
+        for broker, moduleId in ((satBroker, "agent"), (mainBroker, "sat")):
+            answer = await self.configAnswer(broker, moduleId)
+            self.assertEqual(await self.configAnswer(doubleBroker, moduleId), answer)
+
+
+class StationTests(BoardCase):
+    async def test_station(self) -> None:
+        agentPort = freePort()
+        satManager, satBroker, mainManager, mainBroker = await self.startManagers(agentPort)
         agent = self.agent(satBroker)
         controller = self.controller(mainBroker)
         await satManager.whenStatus("ALL_MODULES_STARTED")
