@@ -7,8 +7,15 @@ The tarball is unpacked once per test process into a temporary folder
 (L{basePrefix}); each test builds its own prefix from it (L{buildPrefix}:
 rcp's manifests and interface, the core manifests its config names, the
 test's everestpy modules), writes a config (L{writeConfig}), checks it
-(L{check}) or runs a manager on its own broker (L{Manager}).  Without the
-tarball the tests skip, saying where they looked.
+(L{check}) or runs a manager (L{Manager}); L{startBoard} does it all for
+one board on its own broker.  Without the tarball the tests skip, saying
+where they looked.
+
+The manager cannot start everest-core's own modules (they are not in the
+tarball, only their manifests): a running board consists of rcp's
+standalone modules and everestpy modules such as those of
+C{tests/everest_modules/} (C{module.py} + C{manifest.yaml} per folder; see
+L{testModules}).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +42,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
 from .common import ETC, ROOT
-from .mosquitto import Mosquitto
+from .mosquitto import Mosquitto, startBroker
 
 TARBALL_NAME = "everest-2026.02.0-debian12-amd64.tar.gz"
 #: the tests' everestpy modules (C{module.py} + C{manifest.yaml} per folder)
@@ -310,6 +318,39 @@ def startManager(
     manager.start()
     case.addCleanup(manager.stop)
     return manager
+
+
+@dataclass
+class Board:
+    """One board of a test station: its prefix, config, broker and manager."""
+
+    prefix: Path
+    config: Path
+    broker: Mosquitto
+    manager: Manager
+
+
+def startBoard(
+    case: TestCase,
+    activeModules: Mapping[str, Any],
+    modules: Mapping[str, Path] | None = None,
+    core: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    validate: bool = True,
+) -> Board:
+    """
+    A board for C{case}: its own mosquitto, a prefix with C{modules} (see
+    L{buildPrefix}), a config of C{activeModules} using that broker (with
+    C{validate_schema}), and a running manager; all stopped in the cleanup.
+    Wait for the manager with L{Manager.whenStatus}, e.g.
+    C{WAITING_FOR_STANDALONE_MODULES} before starting rcp's processes.
+    """
+    broker = startBroker(case)
+    prefix = buildPrefix(Path(case.mktemp()), modules, core)
+    config = writeConfig(
+        Path(case.mktemp() + ".yaml"), activeModules, brokerSettings(broker, validate)
+    )
+    return Board(prefix, config, broker, startManager(case, prefix, config, env))
 
 
 def testModules(board: str) -> dict[str, Path]:

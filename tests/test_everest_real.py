@@ -151,22 +151,16 @@ class BoardCase(TestCase):
         Path(path).write_text(text)
         return path
 
-    def satelliteBoard(self, agentPort: int) -> tuple[Path, Path, Mosquitto]:
-        broker = startBroker(self)
-        prefix = real.buildPrefix(Path(self.mktemp()), real.testModules("satellite"))
-        config = real.writeConfig(
-            Path(self.mktemp() + ".yaml"),
+    def satelliteBoard(self, agentPort: int) -> real.Board:
+        meter = {
+            "meter": ("meter", "meter"),
+            "agent_auth": ("agent", "auth"),
+            "agent_system": ("agent", "system"),
+        }
+        return real.startBoard(
+            self,
             {
-                "evse": {
-                    "module": "RcpTestEvse",
-                    "connections": _connections(
-                        {
-                            "meter": ("meter", "meter"),
-                            "agent_auth": ("agent", "auth"),
-                            "agent_system": ("agent", "system"),
-                        }
-                    ),
-                },
+                "evse": {"module": "RcpTestEvse", "connections": _connections(meter)},
                 "system": {"module": "RcpTestSystem"},
                 "meter": {"module": "RcpTestPowermeter"},
                 "agent": {
@@ -176,13 +170,11 @@ class BoardCase(TestCase):
                     "connections": _connections(SATELLITE_CONNECTIONS),
                 },
             },
-            real.brokerSettings(broker),
+            real.testModules("satellite"),
+            env=self.env,
         )
-        return prefix, config, broker
 
-    def mainBoard(self, agentPort: int) -> tuple[Path, Path, Mosquitto]:
-        broker = startBroker(self)
-        prefix = real.buildPrefix(Path(self.mktemp()), real.testModules("main"))
+    def mainBoard(self, agentPort: int) -> real.Board:
         requirements = [
             "evse_manager",
             "energy",
@@ -195,8 +187,8 @@ class BoardCase(TestCase):
             "uk_random_delay",
             "satellite",
         ]
-        config = real.writeConfig(
-            Path(self.mktemp() + ".yaml"),
+        return real.startBoard(
+            self,
             {
                 "sat": {
                     "module": "SatelliteController",
@@ -212,9 +204,9 @@ class BoardCase(TestCase):
                     "connections": _connections({r: ("sat", r) for r in requirements}),
                 },
             },
-            real.brokerSettings(broker),
+            real.testModules("main"),
+            env=self.env,
         )
-        return prefix, config, broker
 
     def agent(self, broker: Mosquitto) -> _Process:
         return _twistd(
@@ -243,13 +235,10 @@ class BoardCase(TestCase):
         self, agentPort: int
     ) -> tuple[real.Manager, Mosquitto, real.Manager, Mosquitto]:
         """Both managers, waiting for rcp: (manager, broker) of the satellite, then the main's."""
-        satPrefix, satConfig, satBroker = self.satelliteBoard(agentPort)
-        mainPrefix, mainConfig, mainBroker = self.mainBoard(agentPort)
-        satManager = real.startManager(self, satPrefix, satConfig, self.env)
-        mainManager = real.startManager(self, mainPrefix, mainConfig, self.env)
-        await satManager.whenStatus("WAITING_FOR_STANDALONE_MODULES")
-        await mainManager.whenStatus("WAITING_FOR_STANDALONE_MODULES")
-        return satManager, satBroker, mainManager, mainBroker
+        satellite, main = self.satelliteBoard(agentPort), self.mainBoard(agentPort)
+        for board in (satellite, main):
+            await board.manager.whenStatus("WAITING_FOR_STANDALONE_MODULES")
+        return satellite.manager, satellite.broker, main.manager, main.broker
 
 
 class DoubleTests(BoardCase):
