@@ -91,7 +91,10 @@ def basePrefix() -> Path:
         directory = Path(tempfile.mkdtemp(prefix="rcp-everest-"))
         atexit.register(shutil.rmtree, directory, True)
         with tarfile.open(source) as archive:
-            archive.extractall(directory, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                archive.extractall(directory, filter="data")
+            else:
+                archive.extractall(directory)
         [prefix] = [p for p in directory.iterdir() if (p / "bin" / "manager").is_file()]
         _base = prefix
     return _base
