@@ -11,7 +11,7 @@ C{("ready", id, data)}, C{("global-ready",)}.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -44,15 +44,24 @@ def moduleConfig(
     connections: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     mapping: dict[str, Any] | None = None,
     standalone: bool = True,
+    implementations: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """A ModuleConfig object (§2b) for a module."""
+    """
+    A ModuleConfig object (§2b) for a module.
+
+    @param implementations: the module's implementation ids (its manifest's
+        C{provides}): the real manager lists each one in
+        C{configuration_parameters}, with no parameters when it has none
+        (tests.test_everest_real compares the two answers).
+    """
+    values = {"!module": {}, **{impl: {} for impl in implementations}, **(parameters or {})}
     return {
         "standalone": standalone,
         "module_name": moduleName,
         "module_id": moduleId,
         "configuration_parameters": {
-            impl: [parameter(name, value) for name, value in values.items()]
-            for impl, values in {"!module": {}, **(parameters or {})}.items()
+            impl: [parameter(name, value) for name, value in given.items()]
+            for impl, given in values.items()
         },
         "telemetry_enabled": False,
         "connections": {

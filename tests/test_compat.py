@@ -240,7 +240,7 @@ EMPTY_BATCH = "c0 b7 7b226572726f7273223a5b5d2c2276617273223a5b5d7d"  # {"errors
 ACCEPTED_JSON = "c0 aa 22416363657074656422"  # "\"Accepted\"": a JSON string literal
 STATUS_REJECTED = "c0 b5 7b22737461747573223a2252656a6563746564227d"  # {"status":"Rejected"}
 STATUS_UNKNOWN = "c0 b4 7b22737461747573223a22556e6b6e6f776e227d"  # {"status":"Unknown"}
-JSON_NULL = "c0 a4 6e756c6c"  # "null"
+NO_MESSAGES = "c0 af 7b226d65737361676573223a5b5d7d"  # {"messages":[]}
 
 
 def cppRequest(msgid: int, rest: str) -> bytes:
@@ -789,7 +789,8 @@ class CppControllerToRcpAgentTests(TestCase):
         absent: list[tuple[str, list[Any], str]] = [
             ("dc_external_derate_set_external_derating", [cppJson({"max_power_W": 1.0})], NIL),
             ("display_message_set_display_message", [cppJson([{"id": 1}])], STATUS_REJECTED),
-            ("display_message_get_display_messages", [cppJson({"id": [1]})], JSON_NULL),
+            # not null (a C++ agent's answer), which the result type refuses
+            ("display_message_get_display_messages", [cppJson({"id": [1]})], NO_MESSAGES),
             ("display_message_clear_display_message", [cppJson({"id": 1})], STATUS_UNKNOWN),
             ("iso15118_extensions_set_get_certificate_response", [cppJson({})], NIL),
             ("ocpp_data_transfer_data_transfer", [cppJson({"vendor_id": "x"})], STATUS_REJECTED),
@@ -1421,7 +1422,15 @@ class RcpControllerToCppAgentTests(TestCase):
             probe.call("display_message", "get_display_messages", {"request": {"id": [1]}}),
             "display_message_get_display_messages",
         )
-        self.assertIsNone(result)  # the JSON text "null"
+        # the JSON text "null" (a C++ agent's answer for an unconnected
+        # display) is not a GetDisplayMessageResponse: rcp's absent answer
+        self.assertEqual(result, {"messages": []})
+        result, _ = await self.command(
+            rig,
+            probe.call("system", "upload_logs", {"upload_logs_request": {"location": "ftp://x/"}}),
+            "system_upload_logs",
+        )
+        self.assertEqual(result, {"upload_logs_status": "Rejected"})
 
         # A handler that threw (rpclib's text) and a method an older agent
         # lacks (rpclib's not-found text): failed EVerest commands.

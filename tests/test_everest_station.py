@@ -168,7 +168,7 @@ class ManifestTests(SynchronousTestCase):
                 "is_connected": "boolean",
             },
         )
-        self.assertEqual(len(data["errors"]), 10)
+        self.assertEqual(len(data["errors"]), 9)
         for error in data["errors"]:
             self.assertRegex(error["reference"], r"^/errors/\w+$")
 
@@ -289,12 +289,18 @@ class StationCase(TestCase):
         self, agentConfig: dict[str, Any] | None = None, moduleNames: bool = True
     ) -> tuple[ManagerDouble, EvseManagerSim]:
         configs = {
-            "evse1": moduleConfig("evse1", "EvseManager", mapping={"module": {"evse": 1}}),
-            "sys": moduleConfig("sys", "System"),
+            "evse1": moduleConfig(
+                "evse1",
+                "EvseManager",
+                mapping={"module": {"evse": 1}},
+                implementations=EVSE_PROVIDES,
+            ),
+            "sys": moduleConfig("sys", "System", implementations=["main"]),
             "agent": moduleConfig(
                 "agent",
                 "SatelliteAgent",
                 {"!module": agentConfig if agentConfig is not None else {"port": self.agentPort}},
+                implementations=agentMqtt.PROVIDES,
                 connections={
                     "evse_manager": [("evse1", "evse")],
                     "energy": [("evse1", "energy_grid")],
@@ -330,8 +336,9 @@ class StationCase(TestCase):
                 },
                 connections={"auth": [("auth", "main")]},
                 mapping={"module": {"evse": 2}},
+                implementations=controllerMqtt.PROVIDES,
             ),
-            "auth": moduleConfig("auth", "Auth"),
+            "auth": moduleConfig("auth", "Auth", implementations=["main"]),
             "station": moduleConfig(
                 "station",
                 "Station",

@@ -184,6 +184,50 @@ class CommandTests(SynchronousTestCase):
                 self.assertEqual(self.successResultOf(d), command.absent, command.name)
         self.assertEqual(h.received, [])
 
+    def test_absentAnswersHaveTheResultType(self) -> None:
+        """
+        null is no answer for a command with a result: a manager that
+        validates schemas refuses it (the real types are checked against the
+        real manager's in tests.test_everest_real).
+        """
+        for channel in CHANNELS:
+            for command in channel.commands:
+                if command.absent is REQUIRED:
+                    continue
+                label = f"{channel.name}.{command.name}"
+                if command.result is Codec.NIL:
+                    self.assertIsNone(command.absent, label)
+                else:
+                    self.assertIsNotNone(command.absent, label)
+                    self.assertEqual(
+                        command.result.decode(command.result.encode(command.absent)),
+                        command.absent,
+                        label,
+                    )
+
+    def test_nullAnswerOfTheSatellite(self) -> None:
+        """
+        A satellite answering null (a C++ agent, for a channel its board
+        does not connect) gets the table's absent answer on the main board;
+        a required channel's null is an error.
+        """
+        h = Harness(self)
+        for name, command in (("display_message", "get_display_messages"),
+                              ("system", "upload_logs"),
+                              ("evse_manager", "get_evse")):  # fmt: skip
+            h.devices[name].provideCommand("main", command, lambda args: None)
+        d = h.consumer.call("display_message", "get_display_messages", {"request": {}})
+        h.settle()
+        self.assertEqual(self.successResultOf(d), {"messages": []})
+        d = h.consumer.call("system", "upload_logs", {"upload_logs_request": {}})
+        h.settle()
+        self.assertEqual(self.successResultOf(d), {"upload_logs_status": "Rejected"})
+        d = h.consumer.call("evse_manager", "get_evse", {})
+        h.settle()
+        error = self.failureResultOf(d, CommandError).value
+        self.assertEqual(error.kind, "HandlerException")
+        self.assertIn("answered null", error.message)
+
     def test_absentRequiredChannelFails(self) -> None:
         h = Harness(self, absent=("energy",))
         d = h.consumer.call("energy", "enforce_limits", {"value": {}})

@@ -7,6 +7,7 @@ the satellite.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,17 @@ from twisted.python.failure import Failure
 from ..everest.interface import CommandError, IEverestModule, checkError
 from ..rpc import CallTimeout, NotConnected, RemoteError
 from ..untrusted import PeerValueError, brief, cut, errorText, loadsJson, typeName
-from .table import CHANNELS, PUSH_CHANNELS, PUSH_VAR, Channel, Command, dumps, varRow
+from .table import (
+    CHANNELS,
+    NIL,
+    PUSH_CHANNELS,
+    PUSH_VAR,
+    REQUIRED,
+    Channel,
+    Command,
+    dumps,
+    varRow,
+)
 
 #: the controller's own implementation, which re-raises the satellite's errors
 SATELLITE = "satellite"
@@ -227,9 +238,17 @@ def parseBatch(
 
 def _decodeResult(command: Command, rpcName: str, result: Any) -> Any:
     try:
-        return command.result.decode(result)
+        value = command.result.decode(result)
     except ValueError as e:
         raise CommandError("HandlerException", f"{rpcName}: the satellite answered {e}") from None
+    if value is None and command.result is not NIL:
+        # A C++ agent answers null for a channel its board does not connect,
+        # which no result type of these commands allows: answer what rcp's
+        # agent answers then.
+        if command.absent is REQUIRED:
+            raise CommandError("HandlerException", f"{rpcName}: the satellite answered null")
+        return copy.deepcopy(command.absent)
+    return value
 
 
 def _failed(failure: Failure, rpcName: str) -> Any:

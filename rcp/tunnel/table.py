@@ -90,7 +90,11 @@ class Command:
     One command of a channel.
 
     @ivar absent: the result (EVerest value) when the agent's channel is not
-        connected; L{REQUIRED} for required channels.
+        connected; L{REQUIRED} for required channels.  It must be valid for
+        the command's result type: a manager with C{validate_schema} refuses
+        anything else (so C{None} only for commands without a result).  The
+        controller answers it too when a satellite answers C{null} (what a
+        C++ agent answers for an unconnected channel).
     @ivar rpc: the RPC method name, if not C{<channel>_<name>}.
     """
 
@@ -216,7 +220,9 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             Command(
                 "set_display_message", (Arg("request", J),), result=J, absent=_absent("Rejected")
             ),
-            Command("get_display_messages", (Arg("request", J),), result=J, absent=None),
+            Command(
+                "get_display_messages", (Arg("request", J),), result=J, absent={"messages": []}
+            ),
             Command(
                 "clear_display_message", (Arg("request", J),), result=J, absent=_absent("Unknown")
             ),
@@ -253,7 +259,12 @@ CHANNELS: Final[tuple[Channel, ...]] = (
                 absent="Rejected",
             ),
             Command("allow_firmware_installation", absent=None),
-            Command("upload_logs", (Arg("upload_logs_request", J),), result=J, absent=None),
+            Command(
+                "upload_logs",
+                (Arg("upload_logs_request", J),),
+                result=J,
+                absent={"upload_logs_status": "Rejected"},
+            ),
             Command(
                 "is_reset_allowed",
                 (Arg("type", STR),),
