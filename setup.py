@@ -16,7 +16,7 @@ setup(
     packages=[*find_packages(include=["rcp", "rcp.*"]), "twisted.plugins"],
     package_data={"rcp": ["py.typed"]},
     install_requires=[
-        "twisted[tls] >= 24.10",
+        "twisted[tls] >= 24.3",
         "automat >= 24.8",
         "msgpack >= 1.0",
         "pyyaml >= 6.0",
@@ -32,6 +32,7 @@ setup(
             "mypy-zope >= 1.0",
             "ruff >= 0.5",
             "types-PyYAML",
+            "oelint-adv >= 6",
         ],
     },
     entry_points={"console_scripts": ["rcp = rcp.cli:main"]},
