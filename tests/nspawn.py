@@ -83,6 +83,7 @@ class Container:
         requireProgram("systemd-nspawn")
         requireProgram("nsenter")
         self._log = log.open("w")
+        self._cgroups = _ownCgroups(f"rcp-test-{os.getpid()}-{id(self) % 100000}")
         self._nspawn = subprocess.Popen(
             [
                 "systemd-nspawn",
@@ -99,6 +100,7 @@ class Container:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=lambda: _enter(self._cgroups),
         )
         self.logPath = log
         self.pid = self._findInit()
@@ -148,6 +150,45 @@ class Container:
                 self._nspawn.kill()
                 self._nspawn.wait()
         self._log.close()
+        for cgroup in self._cgroups:
+            _removeTree(cgroup)
+
+
+#: the cgroup hierarchies nspawn and the container's systemd use here
+_HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+
+
+def _ownCgroups(name: str) -> list[Path]:
+    """
+    A cgroup of its own for each container.  With --keep-unit, nspawn boots
+    the container in the cgroup it was started in; when that is the root
+    (no systemd on this machine), two containers would share one tree and
+    kill each other's services.
+    """
+    made = []
+    for hierarchy in _HIERARCHIES:
+        if (hierarchy / "cgroup.procs").exists():
+            (hierarchy / name).mkdir(exist_ok=True)
+            made.append(hierarchy / name)
+    return made
+
+
+def _enter(cgroups: list[Path]) -> None:
+    # in the child, between fork and exec
+    for cgroup in cgroups:
+        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def _removeTree(cgroup: Path) -> None:
+    for sub in sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+    try:
+        cgroup.rmdir()
+    except OSError:
+        pass
 
 
 def _descendants(pid: int) -> list[int]:
