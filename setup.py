@@ -33,6 +33,8 @@ setup(
             "ruff >= 0.5",
             "types-PyYAML",
             "oelint-adv >= 6",
+            "build >= 1",
+            "installer >= 0.7",
         ],
     },
     entry_points={"console_scripts": ["rcp = rcp.cli:main"]},
