@@ -35,6 +35,7 @@ setup(
             "oelint-adv >= 6",
             "build >= 1",
             "installer >= 0.7",
+            "wheel",
         ],
     },
     entry_points={"console_scripts": ["rcp = rcp.cli:main"]},
