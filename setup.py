@@ -16,7 +16,7 @@ setup(
     packages=[*find_packages(include=["rcp", "rcp.*"]), "twisted.plugins"],
     package_data={"rcp": ["py.typed"]},
     install_requires=[
-        "twisted[tls] >= 24.3",
+        "twisted[tls] >= 24.10",
         "automat >= 24.8",
         "msgpack >= 1.0",
         "pyyaml >= 6.0",
