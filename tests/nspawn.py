@@ -68,7 +68,9 @@ def rootfs() -> Path:
     result = _run(argv, timeout=600)
     if result.returncode != 0:
         shutil.rmtree(building, ignore_errors=True)
-        raise AssertionError(f"mmdebstrap failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise AssertionError(
+            f"mmdebstrap failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
     try:
         building.rename(target)
     except OSError:  # made meanwhile by another run

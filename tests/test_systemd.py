@@ -99,7 +99,8 @@ class UnitTests(TestCase):
         return deferToThread(self._scenarios, "rcp-agent.service", "rcp-agent")
 
     def test_controller(self) -> object:
-        return deferToThread(self._scenarios, "rcp-controller@satellite-1.service", "rcp-controller")
+        unit = "rcp-controller@satellite-1.service"
+        return deferToThread(self._scenarios, unit, "rcp-controller")
 
     def _scenarios(self, unit: str, plugin: str) -> None:
         c = self._boot()
@@ -250,6 +251,4 @@ class _Checker:
             self.waitFor(lambda: self.counts() == want)
         except AssertionError:
             pass  # the assertion below says what went wrong
-        self.case.assertEqual(
-            (*self.expectQuiet(why, active), active), (everest, rcp, active), why
-        )
+        self.case.assertEqual((*self.expectQuiet(why, active), active), (everest, rcp, active), why)

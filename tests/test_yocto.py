@@ -57,15 +57,19 @@ def _assignments(recipe: str) -> dict[str, str]:
     return found
 
 
-def _run(argv: list[str], check: bool = True, **kwargs: object) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.update(kwargs.pop("env", {}))  # type: ignore[arg-type]
+def _run(
+    argv: list[str], check: bool = True, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
+    fullEnv = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    fullEnv.update(env or {})
     result = subprocess.run(
-        argv, capture_output=True, text=True, timeout=600, check=False, env=env, **kwargs
-    )  # type: ignore[call-overload]
+        argv, capture_output=True, text=True, timeout=600, check=False, env=fullEnv, cwd=cwd
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return str(result.stdout + result.stderr)
+        raise AssertionError(
+            f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout + result.stderr
 
 
 class RecipeTests(TestCase):
