@@ -336,7 +336,8 @@ class RequestTests(MalformedBase):
     def test_deepParamsAreFine(self) -> None:
         """Nesting msgpack can frame is no problem: it is echoed back."""
         deep: list[Any] = [1]
-        for _ in range(900):
+        # as deep as this msgpack packs (1.0: 511 levels, 1.1: 1023)
+        for _ in range(900 if msgpack.version >= (1, 1) else 500):
             deep = [deep]
         self.conn.feed(pack([0, 15, "echo", [deep]]))
         self.assertEqual(self.conn.take(), pack([1, 15, None, deep]))
