@@ -27,7 +27,9 @@ from .common import requireProgram
 
 CACHE = Path("/var/cache/rcp-test")
 SUITE = "bookworm"
-PACKAGES = ("systemd-sysv", "dbus")
+#: python3: Debian 12's, the interpreter of this suite's virtual
+#: environment, so that the real rcp can run in the container too
+PACKAGES = ("systemd-sysv", "dbus", "python3")
 #: the unit's user, as meta-rcp's recipe makes it
 HOOKS = (
     'chroot "$1" useradd --system --user-group --no-create-home'
@@ -81,7 +83,7 @@ def rootfs() -> Path:
 class Container:
     """One booted container; L{stop} it (addCleanup) when done."""
 
-    def __init__(self, root: Path, bind: Path, log: Path) -> None:
+    def __init__(self, root: Path, bind: Path, log: Path, bindSame: tuple[Path, ...] = ()) -> None:
         requireProgram("systemd-nspawn")
         requireProgram("nsenter")
         self._log = log.open("w")
@@ -98,6 +100,7 @@ class Container:
                 f"--machine=rcp-test-{os.getpid()}-{id(self) % 100000}",
                 f"--directory={root}",
                 f"--bind-ro={bind}:/srv/rcp",
+                *(f"--bind-ro={p}" for p in bindSame),
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,

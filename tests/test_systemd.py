@@ -12,14 +12,15 @@ EVerest restarts rcp once; nothing loops.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
-from .common import ETC
+from .common import ETC, ROOT
 from .nspawn import Container, rootfs
 
 #: /usr/bin/twistd in the container.  Records each start in
@@ -89,8 +90,8 @@ class UnitTests(TestCase):
         (self.bind / "config.yaml").write_text(_EVEREST_CONFIG)
         (self.bind / "setup.sh").write_text(_SETUP)
 
-    def _boot(self) -> Container:
-        container = Container(rootfs(), self.bind, self.bind.parent / "console.log")
+    def _boot(self, bindSame: tuple[Path, ...] = ()) -> Container:
+        container = Container(rootfs(), self.bind, self.bind.parent / "console.log", bindSame)
         self.addCleanup(container.stop)
         container.run("sh", "/srv/rcp/setup.sh")
         return container
@@ -101,6 +102,58 @@ class UnitTests(TestCase):
     def test_controller(self) -> object:
         unit = "rcp-controller@satellite-1.service"
         return deferToThread(self._scenarios, unit, "rcp-controller")
+
+    def test_realRcp(self) -> object:
+        """
+        The real rcp agent (this checkout, this virtual environment) under
+        the unit's full sandbox: it runs, a SIGKILL restarts EVerest and rcp,
+        a stop restarts nothing.
+        """
+        return deferToThread(self._realRcp)
+
+    def _realRcp(self) -> None:
+        venv, base = Path(sys.prefix), Path(sys.base_prefix)
+        if venv == base:
+            raise SkipTest("needs a virtual environment")
+        (self.bind / "twistd").unlink()
+        (self.bind / "twistd").symlink_to(venv / "bin" / "twistd")
+        # the container sees them at the same paths; its Debian 12 has the
+        # libraries the interpreter links with
+        c = self._boot(bindSame=tuple({venv, base, ROOT}))
+        c.run(
+            "sh", "-c", "printf 'everest: sim\\ntls:\\n  mode: plain\\n' > /etc/rcp/rcp-agent.yaml"
+        )
+        # rcp lives in /usr on a board; here in this checkout, maybe in a home
+        if any(
+            p.is_relative_to(h) for p in (venv, base, ROOT) for h in (Path("/root"), Path("/home"))
+        ):
+            c.run("mkdir", "-p", "/etc/systemd/system/rcp-agent.service.d")
+            c.run("sh", "-c", "printf '[Service]\\nProtectHome=no\\n'"
+                  " > /etc/systemd/system/rcp-agent.service.d/home.conf")  # fmt: skip
+            c.run("systemctl", "daemon-reload")
+        unit = "rcp-agent.service"
+        checker = _Checker(self, c, unit, "rcp-agent")
+        c.run("systemctl", "enable", unit)
+        c.run("systemctl", "start", "everest.service")
+
+        def journal() -> str:
+            return c.run("journalctl", "--no-pager", "-u", unit).stdout
+
+        checker.waitFor(lambda: "satellite: booted" in journal() or "Traceback" in journal())
+        checker.expectQuiet("the real rcp runs", active=True)
+        self.assertNotIn("Traceback", journal())
+        self.assertNotIn("Unable to write to plugin cache", journal())
+        pid = checker.mainPid()
+        c.run("sh", "-c", f"kill -KILL {pid}")
+        checker.waitFor(lambda: checker.show("MainPID") not in ("0", pid))
+        everest = c.run("sh", "-c", "wc -l < /var/log/everest.starts").stdout.strip()
+        self.assertEqual(everest, "2")
+        checker.expectQuiet("the real rcp after SIGKILL", active=True)
+        c.run("systemctl", "stop", unit)
+        checker.expectQuiet("the real rcp stopped", active=False)
+        everest = c.run("sh", "-c", "wc -l < /var/log/everest.starts").stdout.strip()
+        self.assertEqual(everest, "2")
+        self.assertNotIn("Traceback", journal())
 
     def _scenarios(self, unit: str, plugin: str) -> None:
         c = self._boot()
