@@ -131,6 +131,8 @@ class UnitTests(TestCase):
             c.run("sh", "-c", "printf '[Service]\\nProtectHome=no\\n'"
                   " > /etc/systemd/system/rcp-agent.service.d/home.conf")  # fmt: skip
             c.run("systemctl", "daemon-reload")
+            # and the user rcp may pass /root (the container's, thrown away)
+            c.run("chmod", "o+x", "/root")
         unit = "rcp-agent.service"
         checker = _Checker(self, c, unit, "rcp-agent")
         c.run("systemctl", "enable", unit)
@@ -139,7 +141,10 @@ class UnitTests(TestCase):
         def journal() -> str:
             return c.run("journalctl", "--no-pager", "-u", unit).stdout
 
-        checker.waitFor(lambda: "satellite: booted" in journal() or "Traceback" in journal())
+        try:
+            checker.waitFor(lambda: "satellite: booted" in journal() or "Traceback" in journal())
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{journal()[-3000:]}") from None
         checker.expectQuiet("the real rcp runs", active=True)
         self.assertNotIn("Traceback", journal())
         self.assertNotIn("Unable to write to plugin cache", journal())
