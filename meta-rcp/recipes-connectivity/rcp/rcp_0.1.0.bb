@@ -34,6 +34,7 @@ FILES:${PN} += "\
     ${PYTHON_SITEPACKAGES_DIR}/rcp \
     ${PYTHON_SITEPACKAGES_DIR}/rcp-*.dist-info \
     ${PYTHON_SITEPACKAGES_DIR}/twisted/plugins/rcp_plugins.py \
+    ${PYTHON_SITEPACKAGES_DIR}/twisted/plugins/__pycache__/rcp_plugins.*.pyc \
     ${bindir}/rcp \
     ${libexecdir}/rcp/rcp-unit-helper \
     ${libexecdir}/rcp/rcp-plugin-cache \
