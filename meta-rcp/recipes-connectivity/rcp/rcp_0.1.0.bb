@@ -57,6 +57,7 @@ RDEPENDS:${PN} += "\
     python3-core \
     python3-cryptography \
     python3-idna \
+    python3-ifaddr \
     python3-msgpack \
     python3-paho-mqtt \
     python3-pyopenssl \
@@ -65,6 +66,7 @@ RDEPENDS:${PN} += "\
     python3-twisted-core \
     python3-twisted-protocols \
     python3-twisted-web \
+    python3-zeroconf \
 "
 RDEPENDS:${PN}-agent += "${PN}"
 RDEPENDS:${PN}-controller += "${PN}"
