@@ -25,10 +25,11 @@ setup(
         "zeroconf >= 0.120",
     ],
     extras_require={
-        "test": ["hypothesis >= 6", "pynvim >= 0.5"],
+        "test": ["hypothesis >= 6", "pynvim >= 0.5", "pyftpdlib >= 1.5"],
         "dev": [
             "hypothesis >= 6",
             "pynvim >= 0.5",
+            "pyftpdlib >= 1.5",
             "mypy >= 1.10",
             "mypy-zope >= 1.0",
             "ruff >= 0.5",

@@ -69,7 +69,7 @@ RDEPENDS:${PN} += "\
     python3-zeroconf \
 "
 RDEPENDS:${PN}-agent += "${PN}"
-RDEPENDS:${PN}-controller += "${PN}"
+RDEPENDS:${PN}-controller += "${PN} curl"
 
 SYSTEMD_PACKAGES = "${PN}-agent ${PN}-controller"
 SYSTEMD_SERVICE:${PN}-agent = "rcp-agent.service"
