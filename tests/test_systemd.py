@@ -124,15 +124,25 @@ class UnitTests(TestCase):
             "sh", "-c", "printf 'everest: sim\\ntls:\\n  mode: plain\\n' > /etc/rcp/rcp-agent.yaml"
         )
         # rcp lives in /usr on a board; here in this checkout, maybe in a home
-        if any(
-            p.is_relative_to(h) for p in (venv, base, ROOT) for h in (Path("/root"), Path("/home"))
-        ):
+        # or under /tmp, which the sandbox hides: open just those for the test
+        paths = (venv, base, ROOT)
+        opened = []
+        if any(p.is_relative_to(h) for p in paths for h in (Path("/root"), Path("/home"))):
+            opened.append("ProtectHome=no")
+        if any(p.is_relative_to(Path("/tmp")) or p.is_relative_to(Path("/var/tmp")) for p in paths):
+            opened.append("PrivateTmp=no")
+        if opened:
             c.run("mkdir", "-p", "/etc/systemd/system/rcp-agent.service.d")
-            c.run("sh", "-c", "printf '[Service]\\nProtectHome=no\\n'"
-                  " > /etc/systemd/system/rcp-agent.service.d/home.conf")  # fmt: skip
+            text = "\\n".join(["[Service]", *opened])
+            c.run("sh", "-c", f"printf '{text}\\n'"
+                  " > /etc/systemd/system/rcp-agent.service.d/checkout.conf")  # fmt: skip
             c.run("systemctl", "daemon-reload")
-            # and the user rcp may pass /root (the container's, thrown away)
+            # and the user rcp may pass /root and the checkout's folders
             c.run("chmod", "o+x", "/root")
+            for p in paths:
+                for parent in [p, *p.parents]:
+                    if parent != Path("/"):
+                        c.run("chmod", "o+x", str(parent), check=False)
         unit = "rcp-agent.service"
         checker = _Checker(self, c, unit, "rcp-agent")
         c.run("systemctl", "enable", unit)
@@ -146,6 +156,10 @@ class UnitTests(TestCase):
         except AssertionError as e:
             raise AssertionError(f"{e}\n{journal()[-3000:]}") from None
         checker.expectQuiet("the real rcp runs", active=True)
+        # its status socket, in the unit's runtime directory, answers rcp status
+        checker.waitFor(
+            lambda: c.run("test", "-S", "/run/rcp/rcp-agent.sock", check=False).returncode == 0
+        )
         self.assertNotIn("Traceback", journal())
         self.assertNotIn("Unable to write to plugin cache", journal())
         pid = checker.mainPid()
