@@ -309,9 +309,7 @@ class MqttModule:
         return len(self._requireConfig().connections.get(requirement, ()))
 
     def connectedModules(self, requirement: str) -> list[str]:
-        return [
-            moduleId for moduleId, _ in self._requireConfig().connections.get(requirement, ())
-        ]
+        return [moduleId for moduleId, _ in self._requireConfig().connections.get(requirement, ())]
 
     def mapping(self) -> dict[str, int] | None:
         return self._requireConfig().moduleMapping()
