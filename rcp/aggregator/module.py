@@ -116,6 +116,8 @@ class _FirmwareRun:
         self.grants: list[IDownloadGrant] = []
         self.fetch: Deferred[int] | None = None
         self.abandoned = False
+        #: statuses that arrived before every board answered, replayed then
+        self.early: list[tuple[str, Any]] = []
 
 
 class SystemAggregator:
@@ -360,6 +362,9 @@ class SystemAggregator:
             self._publishFirmware,
             self.settings.silence_timeout,
         )
+        early, run.early = run.early, []
+        for name, value in early:
+            run.status.received(name, value)
         retries, interval = self._attempts(request)
         run.fetch = self.transfers.fetch(request["location"], run.image, retries, interval)
         run.fetch.addCallbacks(
@@ -399,8 +404,12 @@ class SystemAggregator:
     def _firmwareStatus(self, board: Board) -> Callable[[Any], None]:
         def received(value: Any) -> None:
             run = self._firmware
-            if run is not None and run.status is not None:
+            if run is None:
+                return
+            if run.status is not None:
                 run.status.received(board.name, value)
+            elif len(run.early) < 100:
+                run.early.append((board.name, value))
 
         return received
 
