@@ -276,3 +276,23 @@ class ArchiveTests(TestCase):
 
     async def test_partialArchiveInThread(self) -> None:
         self.check(await self._pack(None))
+
+
+class SettingsTests(SynchronousTestCase):
+    def test_fromConfig(self) -> None:
+        from rcp.aggregator.settings import AggregatorSettings
+
+        settings = AggregatorSettings.fromConfig(
+            "agg", {"default_retries": 0, "incoming_upload_timeout": 60, "other": 1}
+        )
+        self.assertEqual(settings.attempts, 1)
+        self.assertEqual(settings.incoming_upload_timeout, 60.0)
+        self.assertEqual(settings.upload_url_template, "ftp://{my-ip}:2121/")
+        for bad in (
+            {"default_retries": "x"},
+            {"command_timeout": True},
+            {"silence_timeout": -1},
+            {"upload_url_template": ""},
+        ):
+            error = self.assertRaises(ValueError, AggregatorSettings.fromConfig, "agg", bad)
+            self.assertTrue(str(error).startswith("agg: config "), str(error))
