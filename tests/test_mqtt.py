@@ -644,6 +644,8 @@ class HandshakeTests(ModuleCase):
         self.assertEqual(module.implementationConfig("main"), {"n": 3})
         self.assertEqual(module.connections("evse"), 2)
         self.assertEqual(module.connections("nothing"), 0)
+        self.assertEqual(module.connectedModules("evse"), ["e1", "e2"])
+        self.assertEqual(module.connectedModules("nothing"), [])
         self.assertEqual(module.mapping(), {"evse": 2})
         self.assertEqual(module.requirementMapping("evse", 1), {"evse": 5, "connector": 1})
         assert module.moduleConfig is not None

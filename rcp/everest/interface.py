@@ -74,6 +74,12 @@ class IEverestModule(Interface):
     def connections(requirement: str) -> int:
         """How many modules are connected to C{requirement} (0 when absent)."""
 
+    def connectedModules(requirement: str) -> list[str]:
+        """
+        The module ids connected to C{requirement}, in the config's order
+        (index 0 first); empty when absent.
+        """
+
     def call(requirement: str, command: str, args: dict[str, Any], index: int = 0) -> Deferred[Any]:
         """
         Call C{command} on the module connected to C{requirement}.

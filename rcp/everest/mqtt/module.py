@@ -308,6 +308,9 @@ class MqttModule:
     def connections(self, requirement: str) -> int:
         return len(self._requireConfig().connections.get(requirement, ()))
 
+    def connectedModules(self, requirement: str) -> list[str]:
+        return [moduleId for moduleId, _ in self._requireConfig().connections.get(requirement, ())]
+
     def mapping(self) -> dict[str, int] | None:
         return self._requireConfig().moduleMapping()
 

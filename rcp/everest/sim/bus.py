@@ -221,6 +221,9 @@ class SimModule:
     def connections(self, requirement: str) -> int:
         return len(self._connections.get(requirement, ()))
 
+    def connectedModules(self, requirement: str) -> list[str]:
+        return [moduleId for moduleId, _ in self._connections.get(requirement, ())]
+
     def call(
         self, requirement: str, command: str, args: dict[str, Any], index: int = 0
     ) -> Deferred[Any]:

@@ -31,7 +31,7 @@ from typing import Any, Final
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .everest.interface import CommandHandler, IEverestModule, VarCallback
+from ..everest.interface import CommandHandler, IEverestModule, VarCallback
 
 #: the implementation id of the manifest, and its requirement of the boards' systems
 SYSTEM: Final = "system"

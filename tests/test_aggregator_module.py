@@ -1,0 +1,373 @@
+"""
+L{rcp.aggregator.module.SystemAggregator} driven through the simulated
+EVerest side: a main board's L{SystemSim} and eight satellites' on one
+L{SimBus}, with fake receivers and transfers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import tarfile
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from rcp.aggregator.archive import Packer
+from rcp.aggregator.module import SystemAggregator
+from rcp.aggregator.ports import IDownloadGrant, IImageWriter, IReceivers, ITransfers, IUploadGrant
+from rcp.aggregator.topology import TopologyError
+from rcp.everest.sim.bus import SimBus
+from rcp.everest.sim.system import SystemSim
+
+SATS = [f"sat{n}" for n in range(1, 9)]
+IMAGE = b"firmware image " * 100
+
+
+@implementer(IUploadGrant)
+class FakeUploadGrant:
+    def __init__(self, board: str, peer: str, requestId: int) -> None:
+        self.board, self.peer, self.requestId = board, peer, requestId
+        self.token = secrets.token_hex(8)
+        self.files: list[str] = []
+        self.revoked = False
+        self._done: Deferred[list[str]] = Deferred()
+
+    def urlFor(self, template: str, myIp: str) -> str:
+        return template.replace("{my-ip}", myIp).replace("<my-ip>", myIp) + self.token + "/"
+
+    def whenDone(self) -> Deferred[list[str]]:
+        return self._done
+
+    def revoke(self) -> None:
+        if not self.revoked:
+            self.revoked = True
+            self._done.callback(list(self.files))
+
+
+@implementer(IImageWriter)
+class FakeImage:
+    def __init__(self) -> None:
+        self.data = b""
+        self.finished = False
+        self.failed: str | None = None
+        self.waiters: list[Deferred[bytes]] = []
+
+    def whenFinished(self) -> Deferred[bytes]:
+        """Like a pull-through cache: a board's download waits for the image."""
+        if self.finished:
+            return succeed(self.data)
+        d: Deferred[bytes] = Deferred()
+        self.waiters.append(d)
+        return d
+
+    def append(self, data: bytes) -> None:
+        self.data += data
+
+    def finish(self) -> None:
+        self.finished = True
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(self.data)
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.errback(OSError(reason))
+
+
+@implementer(IDownloadGrant)
+class FakeDownloadGrant:
+    def __init__(self, board: str, image: FakeImage) -> None:
+        self.board, self.image = board, image
+        self.token = secrets.token_hex(8)
+        self.revoked = False
+
+    def url(self, myIp: str) -> str:
+        return f"http://{myIp}:8080/{self.token}"
+
+    def revoke(self) -> None:
+        self.revoked = True
+
+
+@implementer(IReceivers)
+class FakeReceivers:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.uploads: dict[str, FakeUploadGrant] = {}
+        self.downloads: dict[str, FakeDownloadGrant] = {}
+
+    def grantUpload(
+        self, board: str, peerHost: str, requestId: int, deadline: float, maxBytes: int
+    ) -> FakeUploadGrant:
+        grant = FakeUploadGrant(board, peerHost, requestId)
+        self.uploads[grant.token] = grant
+        return grant
+
+    def newImage(self, name: str) -> FakeImage:
+        return FakeImage()
+
+    def grantDownload(
+        self, board: str, peerHost: str, image: Any, requestId: int, deadline: float
+    ) -> FakeDownloadGrant:
+        grant = FakeDownloadGrant(board, image)
+        self.downloads[grant.token] = grant
+        return grant
+
+    # what the boards' Systems do with the URLs
+    def upload(self, location: str, fileName: str, data: bytes) -> Deferred[None]:
+        token = location.rstrip("/").rsplit("/", 1)[-1]
+        grant = self.uploads.get(token)
+        if grant is None or grant.revoked:
+            return fail(OSError("refused"))
+        path = os.path.join(self.directory, f"{token}-{fileName}")
+        with open(path, "wb") as f:
+            f.write(data)
+        grant.files.append(path)
+        return succeed(None)
+
+    def fetch(self, url: str) -> Deferred[bytes]:
+        grant = self.downloads.get(url.rsplit("/", 1)[-1])
+        if grant is None or grant.revoked:
+            return fail(OSError("no grant"))
+        return grant.image.whenFinished()
+
+
+@implementer(ITransfers)
+class FakeTransfers:
+    def __init__(self) -> None:
+        self.fetched: list[str] = []
+        self.uploaded: dict[str, bytes] = {}
+        self.failUploads = False
+
+    def fetch(self, url: str, into: Any, retries: int, retryInterval: float) -> Deferred[int]:
+        self.fetched.append(url)
+        into.append(IMAGE)
+        into.finish()
+        return succeed(len(IMAGE))
+
+    def upload(self, path: str, url: str, retries: int, retryInterval: float) -> Deferred[None]:
+        if self.failUploads:
+            return fail(OSError("backend down"))
+        with open(path, "rb") as f:
+            self.uploaded[url] = f.read()
+        return succeed(None)
+
+
+class AggregatorModuleTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.bus = SimBus(self.clock, "main")
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.receivers = FakeReceivers(self.directory)
+        self.transfers = FakeTransfers()
+        self.resets: list[str] = []
+        self.connected = {name: True for name in SATS}
+        self.systems: dict[str, SystemSim] = {}
+        for name in ["system", *SATS]:
+            module = self.bus.module(name)
+            self.systems[name] = SystemSim(
+                module,
+                self.clock,
+                fetch=self.receivers.fetch,
+                upload=self.receivers.upload,
+                onReset=self._resetOf(name),
+            )
+            if name != "system":
+                self._satellite(module, name)
+        self.aggModule = self.bus.module(
+            "agg",
+            {
+                "system": [("system", "main")] + [(n, "main") for n in SATS],
+                "satellite": [(n, "satellite") for n in reversed(SATS)],
+            },
+            config={"incoming_uploads_dir": self.directory, "default_retries": 2},
+        )
+        self.aggregator = SystemAggregator(
+            self.aggModule,
+            self.clock,
+            self.receivers,
+            self.transfers,
+            Packer(maybeDeferred),
+        )
+        self.caller = self.bus.module("ocpp", {"system": [("agg", "system")]})
+        self.seen: dict[str, list[Any]] = {"firmware_update_status": [], "log_status": []}
+        for var, values in self.seen.items():
+            self.caller.subscribeVar("system", var, values.append)
+        for system in self.systems.values():
+            system.start()
+        self.aggregator.start()
+
+    def _resetOf(self, name: str) -> Any:
+        return lambda kind: self.resets.append(name)
+
+    def _satellite(self, module: Any, name: str) -> None:
+        index = SATS.index(name) + 2
+        module.provideCommand(
+            "satellite",
+            "get_local_endpoint_address",
+            lambda a: f"10.0.{index}.1" if self.connected[name] else "",
+        )
+        module.provideCommand(
+            "satellite",
+            "get_remote_endpoint_address",
+            lambda a: f"10.0.{index}.2" if self.connected[name] else "",
+        )
+        module.provideCommand("satellite", "is_connected", lambda a: self.connected[name])
+
+    def settle(self, d: Deferred[Any], seconds: float = 0.5, steps: int = 400) -> Any:
+        for _ in range(steps):
+            if d.called:
+                break
+            self.clock.advance(seconds)
+        return self.successResultOf(d)
+
+    def turn(self, seconds: float, step: float = 0.5) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+
+    def call(self, command: str, args: dict[str, Any] | None) -> Any:
+        return self.settle(self.caller.call("system", command, args))  # type: ignore[arg-type]
+
+    def test_topologyChecked(self) -> None:
+        module = self.bus.module(
+            "agg2", {"system": [("system", "main"), ("sat1", "main")], "satellite": []}
+        )
+        aggregator = SystemAggregator(module, self.clock, self.receivers, self.transfers)
+        error = self.assertRaises(TopologyError, aggregator.start)
+        self.assertIn("agg2: no satellite link for the system of sat1", str(error))
+
+    def test_uploadLogsEightSatellites(self) -> None:
+        self.connected["sat8"] = False
+        answer = self.call(
+            "upload_logs",
+            {
+                "upload_logs_request": {
+                    "location": "ftp://b/",
+                    "request_id": 9,
+                    "type": "DiagnosticsLog",
+                }
+            },
+        )
+        self.assertEqual(answer["upload_logs_status"], "Accepted")
+        self.assertTrue(answer["file_name"].startswith("DiagnosticsLog_2023-11-14T"))
+        self.turn(10)
+        self.assertEqual(
+            [s["log_status"] for s in self.seen["log_status"]], ["Uploading", "Uploaded"]
+        )
+        self.assertEqual({s["request_id"] for s in self.seen["log_status"]}, {9})
+        # each satellite was given its own grant at its link's address
+        peers = {g.board: g.peer for g in self.receivers.uploads.values()}
+        self.assertEqual(peers["sat3"], "10.0.4.2")
+        self.assertEqual(peers["system"], "127.0.0.1")
+        self.assertEqual(self.systems["sat3"].lastUpload[0].split("/")[2], "10.0.4.1:2121")  # type: ignore[index]
+        data = self.transfers.uploaded["ftp://b/"]
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            folders = {n.split("/")[0] for n in tar.getnames() if "/" in n}
+        self.assertEqual(folders, {"main", *SATS[:7]})
+        self.assertEqual(
+            manifest["missing"],
+            [
+                {
+                    "board": "sat8",
+                    "module_id": "sat8",
+                    "reason": "not connected",
+                    "detail": "no link",
+                }
+            ],
+        )
+        self.assertEqual(os.listdir(self.directory), [])  # everything cleaned up
+
+    def test_newRequestCancelsAndStarts(self) -> None:
+        # fixed: upstream never started the second request
+        self.systems["sat1"].stepDelay = 50  # slow, so the first is still running
+        first = self.call(
+            "upload_logs", {"upload_logs_request": {"location": "ftp://b/1/", "request_id": 1}}
+        )
+        second = self.call(
+            "upload_logs", {"upload_logs_request": {"location": "ftp://b/2/", "request_id": 2}}
+        )
+        self.assertEqual(first["upload_logs_status"], "Accepted")
+        self.assertEqual(second["upload_logs_status"], "AcceptedCanceled")
+        self.turn(200)
+        statuses = [(s["log_status"], s["request_id"]) for s in self.seen["log_status"]]
+        self.assertEqual(
+            statuses,
+            [("Uploading", 1), ("AcceptedCanceled", 1), ("Uploading", 2), ("Uploaded", 2)],
+        )
+        self.assertEqual(list(self.transfers.uploaded), ["ftp://b/2/"])
+
+    def test_satelliteDisconnectsMidUpload(self) -> None:
+        self.systems["sat2"].stepDelay = 60
+        self.call("upload_logs", {"upload_logs_request": {"location": "ftp://b/", "request_id": 3}})
+        self.turn(3)
+        self.connected["sat2"] = False
+        self.turn(20)
+        self.assertEqual(self.seen["log_status"][-1]["log_status"], "Uploaded")
+        manifest = self.aggregator.lastManifest
+        assert manifest is not None
+        self.assertEqual(
+            [(m["module_id"], m["reason"]) for m in manifest["missing"]],
+            [("sat2", "not connected")],
+        )
+
+    def test_archiveUploadFails(self) -> None:
+        self.transfers.failUploads = True
+        self.call("upload_logs", {"upload_logs_request": {"location": "ftp://b/"}})
+        self.turn(10)
+        self.assertEqual(
+            [(s["log_status"], s["request_id"]) for s in self.seen["log_status"]],
+            [("Uploading", -1), ("UploadFailure", -1)],
+        )
+
+    def test_updateFirmwareOnceFromTheBackend(self) -> None:
+        request = {"location": "https://backend/fw.bin", "request_id": -1}
+        self.assertEqual(
+            self.call("update_firmware", {"firmware_update_request": request}), "Accepted"
+        )
+        self.turn(20)
+        self.assertEqual(self.transfers.fetched, ["https://backend/fw.bin"])
+        for system in self.systems.values():
+            self.assertEqual(system.installedFirmware, IMAGE)
+        self.assertEqual(
+            [s["firmware_update_status"] for s in self.seen["firmware_update_status"]],
+            ["Downloading", "Downloaded", "Installing", "Installed"],
+        )
+
+    def test_oneRefusalAbandonsTheUpdate(self) -> None:
+        # sat4 is busy with an update of its own: it answers Rejected
+        self.systems["sat4"]._standardRun = object()  # type: ignore[assignment]
+        request = {"location": "https://backend/fw.bin", "request_id": -1}
+        self.assertEqual(
+            self.call("update_firmware", {"firmware_update_request": request}), "Rejected"
+        )
+        self.turn(20)
+        self.assertEqual(self.transfers.fetched, [])
+        self.assertTrue(all(g.revoked for g in self.receivers.downloads.values()))
+        self.assertEqual(self.systems["sat1"].installedFirmware, None)
+        self.assertEqual(self.seen["firmware_update_status"], [])
+
+    def test_resetSatellitesFirst(self) -> None:
+        self.assertIsNone(self.call("reset", {"type": "Soft", "scheduled": False}))
+        self.turn(2)
+        self.assertEqual(sorted(self.resets[:-1]), sorted(SATS))
+        self.assertEqual(self.resets[-1], "system")
+
+    def test_booleansAndBootReasons(self) -> None:
+        self.assertIs(self.call("is_reset_allowed", {"type": "Soft"}), True)
+        self.assertIs(self.call("set_system_time", {"timestamp": "2026-01-01T00:00:00Z"}), True)
+        self.assertEqual(self.systems["sat5"].systemTime, "2026-01-01T00:00:00Z")
+        self.systems["sat3"]._bootReason = "Watchdog"
+        self.assertEqual(self.call("get_boot_reason", None), "PowerUp")
+        self.assertEqual(self.aggregator.bootReasons["sat3"], "Watchdog")
+        self.bus._commands.pop(("sat6", "main", "is_reset_allowed"))
+        self.assertIs(self.call("is_reset_allowed", {"type": "Soft"}), False)
