@@ -25,6 +25,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from .agent.link import AgentLink
+from .aggregator.module import SystemAggregator
 from .certs import createStation
 from .controller.link import ControllerLink
 from .everest.sim.auth import AuthSim
@@ -250,8 +251,25 @@ class MainSide:
         self.consumer.start()
 
 
+@dataclass
+class StationSystem:
+    """
+    What the main board needs to host the SystemAggregator: the receivers
+    and the backend transfers (they outlive the main board's reboots), and
+    the aggregator's module config.
+    """
+
+    receivers: Any
+    transfers: Any
+    config: dict[str, Any] = field(default_factory=dict)
+
+
 class MainBoard:
-    """The main board: auth, a station consumer (OCPP/API) and one controller per satellite."""
+    """
+    The main board: auth, a station consumer (OCPP/API) and one controller
+    per satellite; with a L{StationSystem}, also its own System and the
+    SystemAggregator over every board's, used by an C{ocpp} module.
+    """
 
     log = Logger()
 
@@ -262,8 +280,14 @@ class MainBoard:
         credentials: Credentials | None,
         options: StationOptions,
         note: Note = _quiet,
+        system: StationSystem | None = None,
     ) -> None:
         self.reactor = reactor
+        self.system = system
+        self.aggregator: SystemAggregator | None = None
+        self.mainSystem: SystemSim | None = None
+        self.ocpp: SimModule | None = None
+        self.bootReason = "PowerUp"
         self.satellites = satellites
         self.credentials = credentials
         self.options = options
@@ -321,6 +345,8 @@ class MainBoard:
                 summaryInterval=self.options.summaryInterval,
             )
             self.links.append(link)
+        if self.system is not None:
+            self._bootSystem(bus, controllers)
         # The main EVerest goes ready once every module is: the controllers
         # only once their links are synchronised.
         self.engineer.signalReady().addCallback(lambda _: self._globallyReady())
@@ -329,6 +355,31 @@ class MainBoard:
         for link in self.links:
             link.start()
         self.note("main", f"booted (boot {self.boots}), connecting to {len(self.links)} satellites")
+
+    def _bootSystem(self, bus: SimBus, controllers: list[str]) -> None:
+        assert self.system is not None
+        self.mainSystem = SystemSim(
+            bus.module("main_system"),
+            self.reactor,
+            stepDelay=0.2,
+            onReset=lambda kind: self.restart(f"its System resets ({kind})"),
+            bootReason=self.bootReason,
+        )
+        module = bus.module(
+            "aggregator",
+            {
+                "system": [("main_system", "main")] + [(c, "system") for c in controllers],
+                "satellite": [(c, "satellite") for c in controllers],
+            },
+            config=self.system.config,
+        )
+        self.ocpp = bus.module("ocpp", {"system": [("aggregator", "system")]})
+        self.aggregator = SystemAggregator(
+            module, self.reactor, self.system.receivers, self.system.transfers
+        )
+        self.aggregator.start()
+        self.mainSystem.start()
+        self.ocpp.signalReady()
 
     def _globallyReady(self) -> None:
         self.note("main", "every link synchronised: the station is ready (common start point)")
@@ -370,6 +421,13 @@ class MainBoard:
             self.powerOff()
 
     def powerOff(self) -> None:
+        if self.aggregator is not None:
+            self.aggregator.stop()
+            self.aggregator = None
+        if self.mainSystem is not None:
+            self.bootReason = self.mainSystem.nextBootReason or "ApplicationReset"
+            self.mainSystem.stop()
+            self.mainSystem = None
         for link in self.links:
             link.halt()
         self.auth.stop()
@@ -385,7 +443,9 @@ class Station:
         options: StationOptions | None = None,
         pki: Path | None = None,
         note: Note = _quiet,
+        system: StationSystem | None = None,
     ) -> None:
+        """@param system: host the SystemAggregator on the main board."""
         self.reactor = reactor
         self.options = options or StationOptions()
         self.note = note
@@ -403,7 +463,9 @@ class Station:
             SatelliteBoard(reactor, n, i + 1, credentials[n], self.options, note)
             for i, n in enumerate(names)
         ]
-        self.main = MainBoard(reactor, self.satellites, credentials["main"], self.options, note)
+        self.main = MainBoard(
+            reactor, self.satellites, credentials["main"], self.options, note, system
+        )
 
     async def start(self) -> None:
         for satellite in self.satellites:

@@ -5,6 +5,7 @@ endpoint: pure bookkeeping with an injected clock, no I/O.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, Final
 
@@ -86,6 +87,13 @@ class LinkHealth:
         if seconds >= 0:
             self.rtt.append(seconds)
 
+    def _peerUptime(self) -> float | None:
+        versions = self.peerVersions
+        if versions is None or not versions.started:
+            return None
+        # the peer's start, by the wall clocks of two boards: a hint, never negative
+        return round(max(0.0, time.time() - versions.started), 1)
+
     def snapshot(self) -> dict[str, Any]:
         """Everything, as plain values (for JSON); times as seconds ago."""
         now = self.clock.seconds()
@@ -110,6 +118,8 @@ class LinkHealth:
             "peer_is_rcp": self.peerIsRcp,
             "peer_versions": self.peerVersions.asDict() if self.peerVersions else None,
             "version_mismatches": list(self.mismatches),
+            "peer_boot_reason": self.peerVersions.bootReason if self.peerVersions else "",
+            "peer_uptime_s": self._peerUptime(),
             "rtt_p50_ms": ms(percentile(samples, 0.50)),
             "rtt_p99_ms": ms(percentile(samples, 0.99)),
             "rtt_samples": len(samples),

@@ -116,6 +116,10 @@ def rows(reports: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                 peerVersions = f"rcp {versions.get('rcp', '?')} wire {versions.get('wire', '?')}"
             else:
                 peerVersions = "-"
+            if link.get("peer_uptime_s") is not None:
+                peerVersions += f", up {_duration(link['peer_uptime_s'])}"
+            if link.get("peer_boot_reason"):
+                peerVersions += f", booted: {link['peer_boot_reason']}"
             if link.get("version_mismatches"):
                 peerVersions += " MISMATCH"
             peer = link.get("peer_address") or "-"
