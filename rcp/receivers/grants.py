@@ -222,6 +222,11 @@ class GrantBook:
         grant.state = "active"
         grant.sessions += 1
 
+    def reopen(self, grant: Grant) -> None:
+        """An upload session failed before it completed: the grant may be tried again."""
+        if grant.state == "active":
+            grant.state = "open"
+
     def finishSession(self, grant: Grant) -> None:
         """The upload session ended: the grant is used."""
         if grant.state == "active":
