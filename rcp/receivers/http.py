@@ -178,7 +178,7 @@ class ImageProducer:
         self.image = image
         self.position = start
         self.end = end
-        self.file: IO[bytes] | None = open(image.path, "rb")  # noqa: SIM115
+        self.file: IO[bytes] | None = open(image.path, "rb")
         self.file.seek(start)
         self._waiting: Deferred[None] | None = None
         request.notifyFinish().addErrback(lambda _: self.stopProducing())
