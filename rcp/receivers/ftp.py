@@ -245,7 +245,7 @@ class UploadFTP(ftp.FTP):
     def ftp_PORT(self, address: str) -> Any:
         try:
             numbers = [int(n) for n in address.split(",")]
-            host = "%d.%d.%d.%d" % tuple(numbers[:4])
+            host = ".".join(str(n) for n in numbers[:4])
         except (ValueError, TypeError):
             return fail(ftp.CmdArgSyntaxError(cut(address, 64)))
         if len(numbers) != 6 or not self._ownAddress(host, "PORT"):

@@ -60,6 +60,8 @@ class Grant:
     deadline: float
     #: the image a download grant is for
     image: str = ""
+    #: the name the download URL shows
+    imageName: str = ""
     #: "open", then "active" while an upload session runs, then "ended"
     state: str = "open"
     endReason: str = ""
@@ -121,10 +123,13 @@ class Grant:
 
     def url(self, host: str, port: int) -> str:
         """Where a download grant's image is fetched from."""
-        return f"http://{hostForUrl(host)}:{port}/fw/{self.token}/{quote(self.image, safe='')}"
+        return f"http://{hostForUrl(host)}:{port}/fw/{self.token}/{quote(self.imageName or self.image, safe='')}"
 
     def describe(self) -> str:
-        return f"{self.purpose} grant {self.token[:_SHOWN]}… of board {cut(self.board)!r} request {self.requestId}"
+        return (
+            f"{self.purpose} grant {self.token[:_SHOWN]}… of board {cut(self.board)!r}"
+            f" request {self.requestId}"
+        )
 
 
 class GrantBook:
