@@ -7,11 +7,12 @@ or EPRT to any address but the client's own (no FTP bounce).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols import ftp
 from zope.interface import implementer
 
@@ -266,7 +267,37 @@ class UploadFTP(ftp.FTP):
         if self.grant is not None and self.grant.remaining() <= 0:
             self.book.refuse("FTP", self.peerHost(), f"{self.grant.describe()} has no room left")
             return fail(ExceededStorage())
-        return super().ftp_STOR(path)
+        if self.dtpInstance is None:
+            return fail(ftp.BadCmdSequenceError("PASV or EPSV required before STOR"))
+        # the name is reduced to one safe component by the store
+        self.setTimeout(None)
+        d = cast(UploadShell, self.shell).openForWriting([path])
+
+        def opened(file: _WriteFile) -> Deferred[None]:
+            dtp: Any = self.dtpInstance
+            done: Deferred[None] = dtp.registerConsumer(file.consumer)
+            if dtp.isConnected:
+                self.reply(ftp.DATA_CNX_ALREADY_OPEN_START_XFR)
+            else:
+                self.reply(ftp.FILE_STATUS_OK_OPEN_DATA_CNX)
+            done.addCallback(lambda _: file.close())
+            return done
+
+        def failed(failure: Failure) -> Any:
+            if failure.check(ftp.FTPCmdError):
+                return failure
+            self.log.failure("FTP receiver: STOR failed", failure)
+            return (ftp.CNX_CLOSED_TXFR_ABORTED,)
+
+        def timeoutBack(result: object) -> object:
+            self.setTimeout(self.factory.timeOut)
+            return result
+
+        d.addCallback(opened)
+        d.addCallback(lambda _: (ftp.TXFR_COMPLETE_OK,))
+        d.addErrback(failed)
+        d.addBoth(timeoutBack)
+        return d
 
     def connectionLost(self, reason: Any) -> None:
         shell = self.shell

@@ -140,6 +140,7 @@ class GrantBook:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self._grants: dict[str, Grant] = {}
+        self._forget: dict[str, IDelayedCall] = {}
 
     def _issue(self, grant: Grant) -> Grant:
         self._grants[grant.token] = grant
@@ -257,4 +258,18 @@ class GrantBook:
             d.callback(list(grant.files))
         # Keep ended grants so that a replay is refused as used, not unknown;
         # forget them after a while so the book does not grow forever.
-        self.clock.callLater(3600, self._grants.pop, grant.token, None)
+        self._forget[grant.token] = self.clock.callLater(3600, self._dropped, grant.token)
+
+    def _dropped(self, token: str) -> None:
+        self._grants.pop(token, None)
+        self._forget.pop(token, None)
+
+    def stop(self) -> None:
+        """Cancel every timer (the service stops): open grants end as revoked."""
+        for grant in list(self._grants.values()):
+            self.end(grant, "revoked")
+        for call in self._forget.values():
+            if call.active():
+                call.cancel()
+        self._forget.clear()
+        self._grants.clear()

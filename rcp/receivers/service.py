@@ -59,3 +59,7 @@ class ReceiverService(MultiService):
                 )
                 service._raiseSynchronously = True
                 service.setServiceParent(self)
+
+    def stopService(self) -> Any:
+        self.receivers.book.stop()
+        return super().stopService()
