@@ -595,7 +595,7 @@ class ReceiverSettings:
     )
     min_free_bytes: int = setting(
         64 * 1024 * 1024,
-        help="free disk space always kept in directory, in bytes; uploads that would use it are refused",
+        help="free disk space kept in directory, in bytes; uploads that would use it are refused",
         check=between(0, 2**48),
     )
     idle_timeout: float = setting(

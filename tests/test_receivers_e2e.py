@@ -11,14 +11,14 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from rcp.receivers.service import ReceiverService
@@ -58,8 +58,9 @@ class ReceiverCase(TestCase):
 
             self.events.append(formatEvent(event))
 
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        observer = cast(ILogObserver, observe)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def refusals(self) -> list[str]:
         return [e for e in self.events if "refused" in e]
@@ -70,15 +71,16 @@ class ReceiverCase(TestCase):
         )
 
     def ftpUrl(self, grant: Any) -> str:
-        return grant.urlFor(f"ftp://{{my-ip}}:{self.settings.ftp_port}/", "127.0.0.1")
+        return str(grant.urlFor(f"ftp://{{my-ip}}:{self.settings.ftp_port}/", "127.0.0.1"))
 
     def httpUrl(self, grant: Any) -> str:
-        return grant.urlFor(f"http://<my-ip>:{self.settings.http_port}/", "127.0.0.1")
+        return str(grant.urlFor(f"http://<my-ip>:{self.settings.http_port}/", "127.0.0.1"))
 
     def curlRun(self, *args: str) -> Deferred[tuple[bytes, bytes, int]]:
-        return getProcessOutputAndValue(
+        result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
             self.curl, ("-sS", "--max-time", "20", *args), env=dict(os.environ)
         )
+        return result
 
     def sample(self, name: str, size: int) -> Path:
         path = Path(self.mktemp())

@@ -11,9 +11,10 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.protocols import ftp
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..logtext import cut
@@ -189,7 +190,7 @@ class UploadFTP(ftp.FTP):
         return self.factory.store
 
     def peerHost(self) -> str:
-        return str(getattr(self.transport.getPeer(), "host", ""))
+        return str(getattr(cast(Any, self.transport).getPeer(), "host", ""))
 
     def processCommand(self, cmd: str, *params: str) -> Any:
         upper = cmd.upper()
@@ -219,8 +220,8 @@ class UploadFTP(ftp.FTP):
         self.book.begin(grant)
         self.grant = grant
         grant.onEnd.append(self._grantEnded)
-        self.shell = UploadShell(self, grant)
-        self.workingDirectory = []
+        self.shell = cast(Any, UploadShell(self, grant))
+        self.workingDirectory: list[str] = []
         self.state = self.AUTHED
         return ftp.USR_LOGGED_IN_PROCEED
 
@@ -230,11 +231,11 @@ class UploadFTP(ftp.FTP):
             if shell.running.upload is not None:
                 shell.running.abort(TransferAborted())
         if self.grant is not None and self.grant.endReason != "used":
-            self.transport.loseConnection()
+            cast(Any, self.transport).loseConnection()
 
     def getDTPPort(self, factory: Any, interface: str = "") -> Any:
         # only on the address the client reached, never on every interface
-        return super().getDTPPort(factory, interface=self.transport.getHost().host)
+        return super().getDTPPort(factory, interface=cast(Any, self.transport).getHost().host)
 
     def _ownAddress(self, host: str, command: str) -> bool:
         peer = self.peerHost().removeprefix("::ffff:")
@@ -299,7 +300,7 @@ class UploadFTP(ftp.FTP):
         d.addBoth(timeoutBack)
         return d
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         shell = self.shell
         if isinstance(shell, UploadShell) and shell.running is not None:
             shell.running.abort(TransferAborted())
@@ -327,6 +328,6 @@ class FtpReceiver(ftp.FTPFactory):
         self.book = book
         self.store = store
         self.clock = clock
-        self.timeOut = idleTimeout
+        self.timeOut = cast(Any, idleTimeout)
         self.dataTimeout = dataTimeout
         self.welcomeMessage = "rcp receiver ready (upload only)"

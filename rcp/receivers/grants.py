@@ -123,7 +123,8 @@ class Grant:
 
     def url(self, host: str, port: int) -> str:
         """Where a download grant's image is fetched from."""
-        return f"http://{hostForUrl(host)}:{port}/fw/{self.token}/{quote(self.imageName or self.image, safe='')}"
+        name = quote(self.imageName or self.image, safe="")
+        return f"http://{hostForUrl(host)}:{port}/fw/{self.token}/{name}"
 
     def describe(self) -> str:
         return (

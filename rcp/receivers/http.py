@@ -56,7 +56,7 @@ class ReceiverRequest(server.Request):
     _refused = False
 
     def _receiver(self) -> HttpReceiver:
-        return cast(HttpReceiver, self.channel.site.receiver)
+        return cast(HttpReceiver, cast(Any, self.channel).site.receiver)
 
     def _peer(self) -> str:
         return str(getattr(self.getClientAddress(), "host", ""))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
@@ -17,12 +16,12 @@ class CappedFactory(WrappingFactory):
 
     log = Logger()
 
-    def __init__(self, wrappedFactory: Factory, cap: int, name: str) -> None:
+    def __init__(self, wrappedFactory: Any, cap: int, name: str) -> None:
         super().__init__(wrappedFactory)
         self.cap = cap
         self.name = name
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         if len(self.protocols) >= self.cap:
             host: Any = getattr(addr, "host", addr)
             self.log.warn(
