@@ -97,14 +97,14 @@ class Uploads(ReceiverCase):
     async def test_curlFtp(self) -> None:
         grant = self.grant()
         log = self.sample("log.tar.gz", 300_000)
-        out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(grant))
+        _out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(grant))
         self.assertEqual(code, 0, err)
         files = await grant.whenDone()
         self.assertEqual(len(files), 1)
         self.assertEqual(Path(files[0]).read_bytes(), log.read_bytes())
         self.assertEqual(Path(files[0]).name, "log.tar.gz")
         # replayed: the session ended, the grant is used
-        out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(grant))
+        _out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(grant))
         self.assertNotEqual(code, 0)
         self.assertIn(b"530", err)
         self.assertEqual(len(self.received()), 1)
@@ -113,11 +113,11 @@ class Uploads(ReceiverCase):
     async def test_curlHttp(self) -> None:
         grant = self.grant()
         log = self.sample("diagnostics.log", 200_000)
-        out, err, code = await self.curlRun("-f", "-T", str(log), self.httpUrl(grant))
+        _out, err, code = await self.curlRun("-f", "-T", str(log), self.httpUrl(grant))
         self.assertEqual(code, 0, err)
         files = await grant.whenDone()
         self.assertEqual(Path(files[0]).read_bytes(), log.read_bytes())
-        out, err, code = await self.curlRun("-f", "-T", str(log), self.httpUrl(grant))
+        _out, err, code = await self.curlRun("-f", "-T", str(log), self.httpUrl(grant))
         self.assertIn(b"403", err)
 
     async def test_ftplib(self) -> None:
@@ -180,9 +180,9 @@ class Uploads(ReceiverCase):
             f"ftp://sat1:nope@127.0.0.1:{port}/",
         ]
         for url in urls:
-            out, err, code = await self.curlRun("-T", str(log), url)
+            _out, err, code = await self.curlRun("-T", str(log), url)
             self.assertIn(b"530", err, url)
-        out, err, code = await self.curlRun(
+        _out, err, _code = await self.curlRun(
             "-f", "-T", str(log), f"http://127.0.0.1:{self.settings.http_port}/u/nope/"
         )
         self.assertIn(b"403", err)
@@ -193,7 +193,7 @@ class Uploads(ReceiverCase):
         for name in ("..%2F..%2Fevil", "%2Fetc%2Fevil", "a%00b%0Ac", "x" * 4096):
             grant = self.grant()
             log = self.sample("n.log", 100)
-            out, err, code = await self.curlRun(
+            _out, err, code = await self.curlRun(
                 "-f",
                 "-T",
                 str(log),
@@ -210,20 +210,20 @@ class Uploads(ReceiverCase):
     async def test_oversize(self) -> None:
         big = self.sample("big.log", self.maxUpload + 1)
         grant = self.grant()
-        out, err, code = await self.curlRun("-f", "-T", str(big), self.httpUrl(grant))
+        _out, err, code = await self.curlRun("-f", "-T", str(big), self.httpUrl(grant))
         self.assertIn(b"413", err)
         # chunked: no Content-Length, cut while streaming
-        out, err, code = await self.curlRun(
+        _out, err, code = await self.curlRun(
             "-f", "-H", "Transfer-Encoding: chunked", "-T", str(big), self.httpUrl(grant)
         )
         self.assertNotEqual(code, 0)
         grant2 = self.grant()
-        out, err, code = await self.curlRun("-T", str(big), self.ftpUrl(grant2))
+        _out, err, code = await self.curlRun("-T", str(big), self.ftpUrl(grant2))
         self.assertIn(b"(70) Exceeded storage", err)  # 552
         self.assertEqual(self.received(), [])
         # still serving
         small = self.sample("ok.log", 10)
-        out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
+        _out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
         self.assertEqual(code, 0, err)
 
     async def test_manyConnections(self) -> None:
@@ -240,7 +240,7 @@ class Uploads(ReceiverCase):
         await deferLater(reactor, 0.3, lambda: None)
         self.assertTrue(any("connections already open" in e for e in self.refusals()))
         log = self.sample("after.log", 100)
-        out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(self.grant()))
+        _out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(self.grant()))
         self.assertEqual(code, 0, err)
 
 
@@ -262,7 +262,7 @@ class SlowClient(ReceiverCase):
         self.assertIn(rest[:12], (b"", b"HTTP/1.1 408"))
         self.assertEqual(self.received(), [])
         log = self.sample("after.log", 100)
-        out, err, code = await self.curlRun("-f", "-T", str(log), self.httpUrl(grant))
+        _out, err, code = await self.curlRun("-f", "-T", str(log), self.httpUrl(grant))
         self.assertEqual(code, 0, err)
 
 
@@ -279,18 +279,18 @@ class Firmware(ReceiverCase):
         await deferLater(reactor, 0.3, lambda: None)
         image.append(data[200_000:])
         image.finish()
-        out, err, code = await first
+        _out, err, code = await first
         self.assertEqual(code, 0, err)
         self.assertEqual(target.read_bytes(), data)
         # cut it and resume
         target.write_bytes(data[:123_456])
-        out, err, code = await self.curlRun("-f", "-C", "-", "-o", str(target), url)
+        _out, err, code = await self.curlRun("-f", "-C", "-", "-o", str(target), url)
         self.assertEqual(code, 0, err)
         self.assertEqual(target.read_bytes(), data)
-        out, err, code = await self.curlRun(
+        _out, err, code = await self.curlRun(
             "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", "600000-", url
         )
-        self.assertEqual(out, b"416")
+        self.assertEqual(_out, b"416")
         other = await self.curlRun("-f", "-o", "/dev/null", url.replace(grant.grant.token, "x"))
         self.assertIn(b"403", other[1])
 
@@ -301,7 +301,7 @@ class Firmware(ReceiverCase):
         running = self.curlRun("-f", "-o", "/dev/null", grant.url("127.0.0.1"))
         await deferLater(reactor, 0.3, lambda: None)
         image.fail("backend went away")
-        out, err, code = await running
+        _out, _err, code = await running
         self.assertNotEqual(code, 0)
 
 
@@ -341,16 +341,16 @@ class FullDisk(ReceiverCase):
         self.addCleanup(self.service.stopService)
         self.receivers = self.service.receivers
         big = self.sample("big.log", 3_000_000)
-        out, err, code = await self.curlRun("-f", "-T", str(big), self.httpUrl(self.grant()))
+        _out, err, code = await self.curlRun("-f", "-T", str(big), self.httpUrl(self.grant()))
         self.assertIn(b"507", err)
-        out, err, code = await self.curlRun(
+        _out, err, code = await self.curlRun(
             "-f", "-H", "Transfer-Encoding: chunked", "-T", str(big), self.httpUrl(self.grant())
         )
         self.assertNotEqual(code, 0)
-        out, err, code = await self.curlRun("-T", str(big), self.ftpUrl(self.grant()))
+        _out, err, code = await self.curlRun("-T", str(big), self.ftpUrl(self.grant()))
         self.assertIn(b"452", err + out)
         self.assertEqual(self.received(), [])
         small = self.sample("ok.log", 1000)
-        out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
+        _out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
         self.assertEqual(code, 0, err)
         await gatherResults([])
