@@ -180,7 +180,7 @@ class Uploads(ReceiverCase):
             f"ftp://sat1:nope@127.0.0.1:{port}/",
         ]
         for url in urls:
-            _out, err, code = await self.curlRun("-T", str(log), url)
+            _out, err, _code = await self.curlRun("-T", str(log), url)
             self.assertIn(b"530", err, url)
         _out, err, _code = await self.curlRun(
             "-f", "-T", str(log), f"http://127.0.0.1:{self.settings.http_port}/u/nope/"
@@ -348,7 +348,7 @@ class FullDisk(ReceiverCase):
         )
         self.assertNotEqual(code, 0)
         _out, err, code = await self.curlRun("-T", str(big), self.ftpUrl(self.grant()))
-        self.assertIn(b"452", err + out)
+        self.assertIn(b"452", err + _out)
         self.assertEqual(self.received(), [])
         small = self.sample("ok.log", 1000)
         _out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
