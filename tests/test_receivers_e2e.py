@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import ILogObserver, globalLogPublisher
@@ -324,9 +324,6 @@ class FullDisk(ReceiverCase):
         self.maxUpload = 10_000_000
         super().setUp()
 
-    def mktempDirectory(self) -> str:
-        return str(self.mount / "receivers")
-
     async def test_fullDisk(self) -> None:
         # the receivers' directory on the small tmpfs
         self.service.stopService()
@@ -357,7 +354,6 @@ class FullDisk(ReceiverCase):
         small = self.sample("ok.log", 1000)
         _out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
         self.assertEqual(code, 0, err)
-        await gatherResults([])
 
 
 class Listening(ReceiverCase):
