@@ -557,6 +557,60 @@ class ControllerSimSettings:
     )
 
 
+def _listenAddresses(value: list[str]) -> None:
+    for address in value:
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IP address") from None
+        if parsed.is_unspecified:
+            raise ValueError(
+                f"{address} would listen on every interface; name the link addresses instead"
+            )
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    enabled: bool = setting(
+        True, help="run the FTP and HTTP receivers for log uploads and firmware downloads"
+    )
+    ftp_port: int = setting(2121, help="the FTP receiver's port (log uploads)", check=_portNumber)
+    http_port: int = setting(
+        2180,
+        help="the HTTP receiver's port (log uploads by PUT, firmware downloads)",
+        check=_portNumber,
+    )
+    listen: list[str] = setting(
+        help="addresses to listen on besides 127.0.0.1: the main board's satellite link addresses",
+        factory=list,
+        check=_listenAddresses,
+    )
+    directory: str = setting(
+        "/var/lib/rcp/receivers", help="where received logs and firmware images are kept"
+    )
+    max_upload_bytes: int = setting(
+        256 * 1024 * 1024,
+        help="the most one board may upload for one request, in bytes",
+        check=between(1, 2**48),
+    )
+    min_free_bytes: int = setting(
+        64 * 1024 * 1024,
+        help="free disk space kept in directory, in bytes; uploads that would use it are refused",
+        check=between(0, 2**48),
+    )
+    idle_timeout: float = setting(
+        60.0, help="seconds a control connection may stay silent", check=between(1, MAX_SECONDS)
+    )
+    data_timeout: float = setting(
+        30.0,
+        help="seconds an FTP data connection may stay silent during an upload",
+        check=between(1, MAX_SECONDS),
+    )
+    max_connections: int = setting(
+        64, help="connections each receiver holds at once; more are closed", check=between(1, 10000)
+    )
+
+
 @dataclass(frozen=True)
 class ControllerSettings:
     peer: str | None = setting(
@@ -591,6 +645,9 @@ class ControllerSettings:
         help="version consistency with the agent", factory=VersionSettings
     )
     status: StatusSettings = setting(help="the local status endpoint", factory=StatusSettings)
+    receivers: ReceiverSettings = setting(
+        help="the FTP and HTTP receivers of the main board", factory=ReceiverSettings
+    )
 
     def timings(self) -> SyncTimings:
         return SyncTimings(

@@ -1,0 +1,253 @@
+"""
+Files on the main board's disk: incoming uploads streamed to disk under
+names reduced to one safe component, never overwriting, with a minimum of
+free space kept; firmware images that can be read while they are written.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ..logtext import cut
+from .grants import Grant
+
+#: the longest file name kept, in bytes of UTF-8 (most file systems allow 255)
+MAX_NAME_BYTES = 200
+
+DEFAULT_NAME = "upload"
+
+
+class StoreError(Exception):
+    """A file cannot be stored; the protocols map the kinds to their codes."""
+
+
+class NoSpace(StoreError):
+    """Storing would leave less than the minimum free disk space (FTP 452, HTTP 507)."""
+
+
+class TooLarge(StoreError):
+    """More than the grant's maximum size (FTP 552, HTTP 413)."""
+
+
+def safeName(name: str) -> str:
+    """
+    C{name} from a peer reduced to one harmless file name: its last path
+    component, no control characters, no leading dots, at most
+    L{MAX_NAME_BYTES} bytes (the end, with the extension, is kept).
+    """
+    name = name.replace("\\", "/").rstrip("/").rpartition("/")[2]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C")
+    name = name.strip().lstrip(".").strip()
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_NAME_BYTES:
+        encoded = encoded[-MAX_NAME_BYTES:]
+        name = encoded.decode("utf-8", "ignore").lstrip(".")
+    return name or DEFAULT_NAME
+
+
+def freeBytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+class IncomingFile:
+    """One file being received under a grant, written as it comes."""
+
+    def __init__(self, store: Store, grant: Grant, path: Path, fd: int) -> None:
+        self.store = store
+        self.grant = grant
+        self.path = path
+        self._fd: int | None = fd
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        """Write C{data}; L{StoreError} (and the file removed) if it may not be."""
+        if self._fd is None:
+            raise StoreError("file already closed")
+        if len(data) > self.grant.remaining():
+            self.fail()
+            raise TooLarge(f"more than {self.grant.maxBytes} bytes for {self.grant.describe()}")
+        if not self.store.hasRoom(len(data)):
+            self.fail()
+            raise NoSpace(f"less than {self.store.minFreeBytes} bytes would be left free")
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as e:
+            self.fail()
+            raise NoSpace(f"writing failed: {e.strerror}") from None
+        self.size += len(data)
+        self.grant.received += len(data)
+
+    def finish(self) -> str:
+        """The file is complete: listed in the grant's files."""
+        if self._fd is None:
+            raise StoreError("file already closed")
+        os.close(self._fd)
+        self._fd = None
+        self.grant.files.append(str(self.path))
+        self.store.log.info(
+            "received {path} ({size} bytes) for {grant}",
+            path=str(self.path),
+            size=self.size,
+            grant=self.grant.describe(),
+        )
+        return str(self.path)
+
+    def fail(self) -> None:
+        """The transfer failed: the partial file is removed."""
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        self.grant.received -= self.size
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        self.store.log.info("removed partial {path}", path=str(self.path))
+
+
+class Store:
+    """The receivers' directory: C{uploads/} for logs, C{images/} for firmware."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        directory: str,
+        minFreeBytes: int,
+        free: Callable[[str], int] = freeBytes,
+    ) -> None:
+        self.directory = Path(directory)
+        self.minFreeBytes = minFreeBytes
+        self._free = free
+        self.uploads = self.directory / "uploads"
+        self.images = self.directory / "images"
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.images.mkdir(parents=True, exist_ok=True)
+
+    def hasRoom(self, size: int) -> bool:
+        return self._free(str(self.directory)) - size >= self.minFreeBytes
+
+    def grantDirectory(self, grant: Grant) -> Path:
+        return self.uploads / safeName(f"{grant.board}-{grant.requestId}-{grant.token[:8]}")
+
+    def openUpload(self, grant: Grant, name: str) -> IncomingFile:
+        """A new file under C{grant}'s own directory, never an existing one."""
+        if not self.hasRoom(0):
+            raise NoSpace(f"less than {self.minFreeBytes} bytes free")
+        if grant.remaining() <= 0 and grant.maxBytes > 0:
+            raise TooLarge(f"{grant.describe()} has no room left")
+        folder = self.grantDirectory(grant)
+        folder.mkdir(exist_ok=True)
+        base = safeName(name)
+        stem, dot, ext = base.rpartition(".")
+        if not dot or not stem:
+            stem, dot, ext = base, "", ""
+        for n in range(1000):
+            candidate = base if n == 0 else f"{stem}-{n}{dot}{ext}"
+            path = folder / candidate
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise NoSpace(f"cannot create {cut(candidate)!r}: {e.strerror}") from None
+            return IncomingFile(self, grant, path, fd)
+        raise StoreError(f"too many files called {cut(base)!r}")
+
+    def newImage(self, name: str) -> Image:
+        base = safeName(name)
+        for n in range(1000):
+            path = self.images / (base if n == 0 else f"{n}-{base}")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            except FileExistsError:
+                continue
+            return Image(self, base, path, fd)
+        raise StoreError(f"too many images called {cut(base)!r}")
+
+
+class Image:
+    """
+    A firmware image on disk, readable while it is written: readers wait
+    for bytes not yet there; a failure ends their waiting.
+    """
+
+    def __init__(self, store: Store, name: str, path: Path, fd: int) -> None:
+        self.store = store
+        self.name = name
+        self.path = path
+        self._fd: int | None = fd
+        self.size = 0
+        self.finished = False
+        self.failed: str | None = None
+        self._waiting: list[Deferred[None]] = []
+
+    def append(self, data: bytes) -> None:
+        if self._fd is None:
+            return
+        if not self.store.hasRoom(len(data)):
+            self.fail(f"less than {self.store.minFreeBytes} bytes would be left free")
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            self.fail(f"writing failed: {e.strerror}")
+            return
+        self.size += len(data)
+        self._wake()
+
+    def finish(self) -> None:
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        self.finished = True
+        self.store.log.info("image {name} complete ({size} bytes)", name=self.name, size=self.size)
+        self._wake()
+
+    def fail(self, reason: str) -> None:
+        if self.failed is not None or self.finished:
+            return
+        self.failed = reason
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        self.store.log.warn("image {name} failed: {reason}", name=self.name, reason=cut(reason))
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def waitFor(self, offset: int) -> Deferred[None]:
+        """Fires once there are bytes past C{offset}, or the image ended (complete or failed)."""
+        d: Deferred[None] = Deferred()
+        if self.size > offset or self.finished or self.failed is not None:
+            d.callback(None)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
