@@ -8,20 +8,37 @@ step was observed.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO, cast
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from .everest.interface import makeError
+from .everest.sim.backend import Backend
 from .everest.sim.station import Record
-from .station import Station, StationOptions
+from .receivers.service import ReceiverService
+from .settings import ReceiverSettings
+from .station import Station, StationOptions, StationSystem
+from .transfer import CurlTransfers
+from .transfer.native import NativeTransfers
 
 
 def token(index: int) -> str:
@@ -30,6 +47,12 @@ def token(index: int) -> str:
 
 
 STEP_TIMEOUT = 15.0
+
+#: bytes of the firmware image the demo's backend offers
+IMAGE_SIZE = 2 * 1024 * 1024
+
+#: seconds from the firmware update request to the installation on every board
+INSTALL_AFTER = 5.0
 
 
 class StepFailed(Exception):
@@ -61,8 +84,21 @@ def _latency(value: Any, arrival: float) -> str:
 
 
 class Demo:
-    def __init__(self, reactor: Any, satellites: int, out: TextIO, pki: Path) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        satellites: int,
+        out: TextIO,
+        pki: Path,
+        system: StationSystem | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        """
+        @param system: the main board's SystemAggregator with its receivers;
+            with C{backend}, the diagnostics and firmware steps run too.
+        """
         self.reactor = reactor
+        self.backend = backend
         self.timeline = Timeline(out)
         self.station = Station(
             reactor,
@@ -73,6 +109,7 @@ class Demo:
             ),
             pki,
             self.timeline.line,
+            system,
         )
         self.results: list[tuple[str, bool, str]] = []
         self._seenPower: set[tuple[int, int]] = set()
@@ -139,6 +176,11 @@ class Demo:
             await self.step("remote stop of satellite-2 from the main board", self._remoteStop)
         await self.step(f"error on satellite-{n} raised and cleared", lambda: self._error(n - 1))
         await self.step("reset of satellite-1: the station returns to a common start", self._reset)
+        if self.backend is not None and station.main.ocpp is not None:
+            await self.step("diagnostics: every board's logs in one archive", self._diagnostics)
+            await self.step(
+                "firmware update of the whole station, fetched once", self._firmwareUpdate
+            )
         station.stop()
         self._summary()
         return all(ok for _, ok, _ in self.results)
@@ -233,6 +275,92 @@ class Demo:
         reasons = ", ".join(f"{s.name}: {s.bootReason}" for s in station.satellites)
         return f"every board restarted and every link synchronised again ({reasons})"
 
+    async def _diagnostics(self) -> str:
+        main, backend = self.station.main, self.backend
+        assert main.ocpp is not None and backend is not None
+        statuses: list[Any] = []
+        main.ocpp.subscribeVar("system", "log_status", statuses.append)
+        request = {
+            "location": backend.uploadUrl,
+            "type": "DiagnosticsLog",
+            "retries": 2,
+            "retry_interval_s": 1,
+            "request_id": 17,
+        }
+        answer = await main.ocpp.call("system", "upload_logs", {"upload_logs_request": request})
+        self.timeline.line("main", f"-> station upload_logs: {answer}")
+
+        def status() -> str | None:
+            found = [s for s in statuses if isinstance(s, dict) and s.get("request_id") == 17]
+            return found[-1].get("log_status") if found else None
+
+        await self.until("the archive uploaded", lambda: status() in ("Uploaded", "UploadFailure"))
+        if status() != "Uploaded" or not backend.received:
+            raise StepFailed(f"log_status {status()}")
+        archive = backend.received[-1]
+        with tarfile.open(archive) as tar:
+            manifest = json.load(cast(IO[bytes], tar.extractfile("manifest.json")))
+            folders = sorted({m.name.split("/", 1)[0] for m in tar.getmembers() if "/" in m.name})
+        boards = [b.get("board") for b in manifest.get("boards", [])]
+        missing = [b for b in manifest.get("boards", []) if b.get("outcome") != "uploaded"]
+        self.timeline.line("backend", f"<- {archive.name}: {', '.join(folders)}")
+        if missing or len(folders) != len(self.station.satellites) + 1:
+            raise StepFailed(f"boards missing from {archive.name}: {missing or folders}")
+        return (
+            f"archive {archive.name} with the logs of {len(boards)} boards ({', '.join(folders)})"
+        )
+
+    async def _firmwareUpdate(self) -> str:
+        station, backend = self.station, self.backend
+        main = station.main
+        assert main.ocpp is not None and backend is not None
+        certificate, signature = signImage(backend.image)
+        statuses: list[Any] = []
+        main.ocpp.subscribeVar("system", "firmware_update_status", statuses.append)
+        boots = [s.boots for s in station.satellites]
+        mainBoots = main.boots
+        request = {
+            "request_id": 18,
+            "location": backend.imageUrl,
+            "retrieve_timestamp": _rfc3339(datetime.now(UTC)),
+            # every board installs (and restarts) at the same moment, once all
+            # have the image: an earlier restart would cut the others' downloads
+            "install_timestamp": _rfc3339(datetime.now(UTC) + timedelta(seconds=INSTALL_AFTER)),
+            "retries": 2,
+            "retry_interval_s": 1,
+            "signing_certificate": certificate,
+            "signature": signature,
+        }
+        answer = await main.ocpp.call(
+            "system", "update_firmware", {"firmware_update_request": request}
+        )
+        self.timeline.line("main", f"-> station update_firmware (signed): {answer}")
+        if answer != "Accepted":
+            raise StepFailed(f"update_firmware answered {answer}")
+        satellites = [s.system for s in station.satellites]
+        await self.until(
+            "every board rebooted into the new firmware",
+            lambda: (
+                main.boots > mainBoots
+                and all(s.boots > b for s, b in zip(station.satellites, boots, strict=True))
+            ),
+        )
+        await main.whenReady()
+        seen = [str(s.get("firmware_update_status")) for s in statuses if isinstance(s, dict)]
+        self.timeline.line("main", f"<- station firmware_update_status: {', '.join(seen)}")
+        digest = hashlib.sha256(backend.image).hexdigest()
+        installed = [hashlib.sha256(s.installedFirmware or b"").hexdigest() for s in satellites]
+        if installed != [digest] * len(satellites):
+            raise StepFailed("a satellite did not install the image")
+        if backend.fetches != 1:
+            raise StepFailed(f"the backend was asked {backend.fetches} times for the image")
+        return (
+            f"{len(backend.image)} bytes fetched from the backend once"
+            f" ({backend.bytesServed} bytes served), installed by {len(satellites)} satellites"
+            " and the main board, every signature checked on its board; the station"
+            " came back through a common start"
+        )
+
     def _summary(self) -> None:
         line = self.timeline.line
         line("demo", "== summary")
@@ -256,11 +384,94 @@ def _power(record: Record) -> str:
         return "?"
 
 
+@dataclass
+class _Receivers:
+    service: ReceiverService
+    ftpPort: int
+
+    @property
+    def receivers(self) -> Any:
+        return self.service.receivers
+
+    async def stop(self) -> None:
+        stopped = self.service.stopService()
+        if stopped is not None:
+            await stopped
+
+
+def _freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def startReceivers(reactor: Any, directory: Path) -> _Receivers:
+    """The main board's receivers, on loopback (every board of the demo is there)."""
+    ftpPort = _freePort()
+    settings = replace(
+        ReceiverSettings(),
+        ftp_port=ftpPort,
+        http_port=_freePort(),
+        directory=str(directory),
+        min_free_bytes=0,
+    )
+    service = ReceiverService(reactor, settings)
+    service.startService()
+    return _Receivers(service, ftpPort)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def signImage(image: bytes) -> tuple[str, str]:
+    """A signing certificate (PEM) of a fresh key, and its signature of C{image} (base64)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rcp demo firmware signer")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    signature = key.sign(image, ec.ECDSA(hashes.SHA256()))
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    return pem, base64.b64encode(signature).decode()
+
+
 def run(reactor: Any, satellites: int = 3, out: TextIO = sys.stdout) -> Deferred[bool]:
     """Run the demo; the Deferred fires with whether every step was observed."""
 
     async def go() -> bool:
-        with tempfile.TemporaryDirectory(prefix="rcp-demo-") as pki:
-            return await Demo(reactor, satellites, out, Path(pki) / "pki").run()
+        with tempfile.TemporaryDirectory(prefix="rcp-demo-") as tmp:
+            base = Path(tmp)
+            backend = Backend(reactor, base / "backend", os.urandom(IMAGE_SIZE))
+            await backend.start()
+            receivers = await startReceivers(reactor, base / "receivers")
+            system = StationSystem(
+                receivers.receivers,
+                CurlTransfers(reactor) if shutil.which("curl") else NativeTransfers(reactor),
+                {
+                    "upload_url_template": f"ftp://{{my-ip}}:{receivers.ftpPort}/",
+                    "incoming_upload_timeout": 20,
+                    "command_timeout": 5,
+                    "default_retries": 2,
+                    "default_retry_interval": 1,
+                },
+            )
+            try:
+                demo = Demo(reactor, satellites, out, base / "pki", system, backend)
+                return await demo.run()
+            finally:
+                await receivers.stop()
+                stopped = backend.stop()
+                if stopped is not None:
+                    await stopped
 
     return Deferred.fromCoroutine(go())
