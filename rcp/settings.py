@@ -14,8 +14,9 @@ from typing import Any, Literal, cast
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-from .config import ConfigError, atLeast, positive, setting
+from .config import Check, ConfigError, atLeast, positive, setting
 from .rpc import RpcLimits
+from .rpc.guard import GuardLimits
 from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials
 
@@ -278,6 +279,43 @@ class AgentLinkSettings:
     )
 
 
+def _within(low: float, high: float) -> Check:
+    def check(value: float) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g}, got {value:g}")
+
+    return check
+
+
+@dataclass(frozen=True)
+class AgentGuardSettings:
+    handshake_timeout: float = setting(
+        5.0,
+        help="seconds a client may take to complete the TLS handshake",
+        check=_within(0.1, 600),
+    )
+    first_request_timeout: float = setting(
+        10.0,
+        help="seconds from the connection (after the TLS handshake) to the client's first request",
+        check=_within(0.1, 600),
+    )
+    max_unauthenticated: int = setting(
+        64,
+        help=(
+            "connections that have not made their first request yet, at most;"
+            " one more closes the oldest of them"
+        ),
+        check=_within(1, 100000),
+    )
+
+    def limits(self) -> GuardLimits:
+        return GuardLimits(
+            handshakeTimeout=self.handshake_timeout,
+            firstRequestTimeout=self.first_request_timeout,
+            maxUnauthenticated=self.max_unauthenticated,
+        )
+
+
 @dataclass(frozen=True)
 class AgentSimSettings:
     evse_id: int = setting(
@@ -307,6 +345,9 @@ class AgentSettings:
     tls: AgentTlsSettings = setting(help="link security", factory=AgentTlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
+    guard: AgentGuardSettings = setting(
+        help="limits for connections before their first request", factory=AgentGuardSettings
+    )
     sim: AgentSimSettings = setting(help="the simulated EVerest side", factory=AgentSimSettings)
 
     def timings(self) -> SyncTimings:

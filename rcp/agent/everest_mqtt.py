@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
-from ..service import ListeningService, secureServerFactory
+from ..service import ListeningService, guardedServerFactory
 from ..settings import DEFAULT_AGENT_PORT, AgentSettings
 from ..tls import Credentials
 from ..tunnel.table import PUSH_CHANNELS
@@ -118,7 +118,13 @@ class MqttSatellite(StandaloneProcess):
         listening = ListeningService(
             "rcp-agent",
             self.listen,
-            secureServerFactory(self.link.factory(), self.credentials),
+            guardedServerFactory(
+                self.link.factory(),
+                self.credentials,
+                self.settings.guard.limits(),
+                self.reactor,
+                "rcp-agent",
+            ),
             self.reactor,
         )
         try:

@@ -9,7 +9,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from ..options import ConfigOptions
-from ..service import ListeningService, SecurityNotice, exitProcess, secureServerFactory
+from ..service import ListeningService, SecurityNotice, exitProcess, guardedServerFactory
 from ..settings import AgentSettings
 
 log = Logger()
@@ -86,7 +86,9 @@ def makeService(
     rpc = ListeningService(
         "rcp-agent",
         settings.listenEndpoint,
-        secureServerFactory(everest.factory(), options.credentials),
+        guardedServerFactory(
+            everest.factory(), options.credentials, settings.guard.limits(), reactor, "rcp-agent"
+        ),
         reactor,
     )
     rpc.setName("rpc")
