@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from . import tls
 from .rpc.guard import GuardFactory, GuardLimits
 from .tls import Credentials
+from .trim import Trimmer
 
 #: file descriptors kept free of unauthenticated connections: the listening
 #: socket, the controller's link, the broker, logs, Twisted's EMFILE reserve
@@ -53,6 +54,7 @@ def guardedServerFactory(
         fitToFileLimit(limits, role),
         tls=credentials is not None,
         role=role,
+        released=Trimmer(clock).released,
     )
 
 

@@ -23,6 +23,7 @@ which L{admissionOf} finds on its transport chain.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,7 @@ class GuardFactory(WrappingFactory):
     @param tls: the wrapped factory speaks TLS (the handshake deadline
         applies first).
     @param role: names the process in log lines.
+    @param released: called when a connection has gone (see L{rcp.trim}).
     """
 
     protocol = GuardProtocol
@@ -169,8 +171,10 @@ class GuardFactory(WrappingFactory):
         limits: GuardLimits = GuardLimits(),
         tls: bool = False,
         role: str = "rcp",
+        released: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(wrappedFactory)
+        self._released = released
         self.clock = clock
         self.limits = limits
         self.tls = tls
@@ -209,6 +213,8 @@ class GuardFactory(WrappingFactory):
 
     def forget(self, proto: GuardProtocol) -> None:
         self._waiting.pop(proto, None)
+        if self._released is not None:
+            self._released()
 
     def closed(self, proto: GuardProtocol, why: str) -> None:
         """C{proto} is being closed for C{why}: counted into one log line."""
