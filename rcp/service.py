@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -14,7 +16,15 @@ from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from . import tls
+from .rpc.guard import GuardFactory, GuardLimits
 from .tls import Credentials
+from .trim import Trimmer
+
+#: file descriptors kept free of unauthenticated connections: the listening
+#: socket, the controller's link, the broker, logs, Twisted's EMFILE reserve
+FILE_HEADROOM = 32
+
+log = Logger()
 
 
 def secureServerFactory(
@@ -24,6 +34,57 @@ def secureServerFactory(
     if credentials is None:
         return factory
     return tls.serverFactory(credentials, factory)
+
+
+def guardedServerFactory(
+    factory: IProtocolFactory,
+    credentials: Credentials | None,
+    limits: GuardLimits,
+    clock: Any,
+    role: str,
+) -> GuardFactory:
+    """
+    C{factory} behind TLS (unless plain), with the limits for connections
+    before their first request outside it (see L{rcp.rpc.guard}).  The cap
+    on unauthenticated connections is fitted to the open-file limit.
+    """
+    return GuardFactory(
+        clock,
+        secureServerFactory(factory, credentials),
+        fitToFileLimit(limits, role),
+        tls=credentials is not None,
+        role=role,
+        released=Trimmer(clock).released,
+    )
+
+
+def fitToFileLimit(limits: GuardLimits, role: str) -> GuardLimits:
+    """
+    Raise the soft limit on open files to the hard one, and keep the cap on
+    unauthenticated connections below it: at the limit, accept() fails and
+    the controller could not get in.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (OSError, ValueError):
+        return limits
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    room = max(1, soft - FILE_HEADROOM)
+    if limits.maxUnauthenticated <= room:
+        return limits
+    log.warn(
+        "{role}: guard.max_unauthenticated lowered from {cap} to {room}: the open-file limit"
+        " is {limit} (LimitNOFILE= in the unit)",
+        role=role,
+        cap=limits.maxUnauthenticated,
+        room=room,
+        limit=soft,
+    )
+    return replace(limits, maxUnauthenticated=room)
 
 
 def secureClientEndpoint(

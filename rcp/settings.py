@@ -16,11 +16,12 @@ from typing import Any, Literal, cast
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-from .config import MAX_SECONDS, ConfigError, atLeast, between, positive, setting
+from .config import MAX_SECONDS, Check, ConfigError, atLeast, between, positive, setting
 from .discovery.records import checkSerial
 from .discovery.serial import DEVICE_TREE_SERIAL
 from .health.versions import FIELDS
 from .rpc import RpcLimits
+from .rpc.guard import GuardLimits
 from .sync import SyncTimings
 from .tls import Credentials, TlsFileError, loadCredentials
 
@@ -335,6 +336,43 @@ class AgentLinkSettings:
             )
 
 
+def _within(low: float, high: float) -> Check:
+    def check(value: float) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g}, got {value:g}")
+
+    return check
+
+
+@dataclass(frozen=True)
+class AgentGuardSettings:
+    handshake_timeout: float = setting(
+        5.0,
+        help="seconds a client may take to complete the TLS handshake",
+        check=_within(0.1, 600),
+    )
+    first_request_timeout: float = setting(
+        10.0,
+        help="seconds from the connection (after the TLS handshake) to the client's first request",
+        check=_within(0.1, 600),
+    )
+    max_unauthenticated: int = setting(
+        64,
+        help=(
+            "connections that have not made their first request yet, at most;"
+            " one more closes the oldest of them"
+        ),
+        check=_within(1, 100000),
+    )
+
+    def limits(self) -> GuardLimits:
+        return GuardLimits(
+            handshakeTimeout=self.handshake_timeout,
+            firstRequestTimeout=self.first_request_timeout,
+            maxUnauthenticated=self.max_unauthenticated,
+        )
+
+
 @dataclass(frozen=True)
 class AgentSimSettings:
     evse_id: int = setting(
@@ -477,6 +515,9 @@ class AgentSettings:
     tls: AgentTlsSettings = setting(help="link security", factory=AgentTlsSettings)
     rpc: RpcSettings = setting(help="RPC limits", factory=RpcSettings)
     link: AgentLinkSettings = setting(help="start-up and liveness", factory=AgentLinkSettings)
+    guard: AgentGuardSettings = setting(
+        help="limits for connections before their first request", factory=AgentGuardSettings
+    )
     sim: AgentSimSettings = setting(help="the simulated EVerest side", factory=AgentSimSettings)
     log_level: LogLevel = setting("info", help=_LOG_LEVEL_HELP)
     discovery: AgentDiscoverySettings = setting(

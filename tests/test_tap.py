@@ -27,6 +27,7 @@ from zope.interface.verify import verifyObject
 
 from rcp.agent import tap as agentTap
 from rcp.controller import tap as controllerTap
+from rcp.rpc.guard import GuardFactory
 
 from .common import ROOT, freePort, makeStation
 
@@ -121,7 +122,8 @@ class MakeServiceTests(SynchronousTestCase):
         top.startService()
         [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (4200, "127.0.0.1"))
-        self.assertNotIsInstance(factory, TLSMemoryBIOFactory)
+        self.assertIsInstance(factory, GuardFactory)
+        self.assertNotIsInstance(factory.wrappedFactory, TLSMemoryBIOFactory)  # type: ignore[attr-defined]
         self.successResultOf(top.stopService())
 
     def test_agentTlsTree(self) -> None:
@@ -134,7 +136,8 @@ class MakeServiceTests(SynchronousTestCase):
         top.startService()
         [(port, factory, _, _)] = reactor.tcpServers
         self.assertEqual(port, 4129)
-        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        self.assertIsInstance(factory, GuardFactory)
+        self.assertIsInstance(factory.wrappedFactory, TLSMemoryBIOFactory)  # type: ignore[attr-defined]
         self.successResultOf(top.stopService())
 
     def test_controllerTree(self) -> None:

@@ -27,7 +27,7 @@ from ..everest.mqtt import MqttModule
 from ..everest.mqtt.standalone import StandaloneProcess
 from ..health.process import ProcessHealth
 from ..health.versions import helloFrom
-from ..service import ListeningService, secureServerFactory
+from ..service import ListeningService, guardedServerFactory
 from ..settings import DEFAULT_AGENT_PORT, AgentSettings, endpointPort
 from ..tls import Credentials
 from ..tunnel.table import PUSH_CHANNELS
@@ -132,7 +132,13 @@ class MqttSatellite(StandaloneProcess):
         listening = ListeningService(
             "rcp-agent",
             self.listen,
-            secureServerFactory(self.link.factory(), self.credentials),
+            guardedServerFactory(
+                self.link.factory(),
+                self.credentials,
+                self.settings.guard.limits(),
+                self.reactor,
+                "rcp-agent",
+            ),
             self.reactor,
         )
         try:

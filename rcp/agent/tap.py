@@ -12,7 +12,12 @@ from ..health.process import ProcessHealth
 from ..health.service import StatusService
 from ..health.versions import localVersions
 from ..options import ConfigOptions
-from ..service import ListeningService, SecurityNotice, exitProcess, secureServerFactory
+from ..service import (
+    ListeningService,
+    SecurityNotice,
+    exitProcess,
+    guardedServerFactory,
+)
 from ..settings import AgentSettings, endpointPort
 
 log = Logger()
@@ -105,7 +110,9 @@ def makeService(
     rpc = ListeningService(
         "rcp-agent",
         settings.listenEndpoint,
-        secureServerFactory(everest.factory(), options.credentials),
+        guardedServerFactory(
+            everest.factory(), options.credentials, settings.guard.limits(), reactor, "rcp-agent"
+        ),
         reactor,
     )
     rpc.setName("rpc")

@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from ..untrusted import brief, cut
 from . import wire
+from .guard import GuardClosed, IAdmission, admissionOf
 from .methods import MethodRegistry
 
 #: how much of a peer's error text a L{RemoteError} keeps
@@ -215,6 +216,8 @@ class RpcProtocol(Protocol):
         self._lostReason: BaseException | None = None
         self._tls = False
         self._handshakeDone = False
+        # the guard of an unauthenticated connection, until the first message
+        self._admission: IAdmission | None = None
         #: the common name of the peer's certificate once TLS is established
         self.peerIdentity: str | None = None
 
@@ -224,6 +227,7 @@ class RpcProtocol(Protocol):
         assert self.transport is not None
         self.connected = True
         self.peer = describePeer(self.transport.getPeer())
+        self._admission = admissionOf(self.transport)
         # Over TLS, the peer is who it claims only once the handshake is done.
         self._tls = ISSLTransport.providedBy(self.transport)
         # The transport tells us when the peer stops reading our writes.
@@ -246,6 +250,8 @@ class RpcProtocol(Protocol):
             return
         self._handshakeDone = True
         self.peerIdentity = _peerName(self.transport)
+        if self._admission is not None:
+            self._admission.handshakeCompleted()
         self.log.info(
             "{peer}: TLS established with {identity}", peer=self.peer, identity=self.peerIdentity
         )
@@ -263,13 +269,19 @@ class RpcProtocol(Protocol):
             self._backlog.extend(e.frames)
             self._endInput(str(e))
             return
+        if frames and self._admission is not None:
+            self._admission.messageReceived()
+            self._admission = None
         self._backlog.extend(frames)
         self._dispatch()
         if not self._closing:
             self._watchPartialFrame(progress=bool(frames))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._tls and not self._handshakeDone:
+        self._admission = None
+        if reason.check(GuardClosed):
+            pass  # the guard counts these into its own log lines
+        elif self._tls and not self._handshakeDone:
             self.log.warn(
                 "{peer}: TLS handshake failed: {reason}",
                 peer=self.peer,
