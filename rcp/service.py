@@ -48,13 +48,15 @@ def guardedServerFactory(
     before their first request outside it (see L{rcp.rpc.guard}).  The cap
     on unauthenticated connections is fitted to the open-file limit.
     """
+    trimmer = Trimmer(clock)
     return GuardFactory(
         clock,
         secureServerFactory(factory, credentials),
         fitToFileLimit(limits, role),
         tls=credentials is not None,
         role=role,
-        released=Trimmer(clock).released,
+        released=trimmer.released,
+        stopped=trimmer.stop,
     )
 
 

@@ -50,10 +50,11 @@ class Trimmer:
         self.interval = interval
         self._trim = trim if trim is not None else _glibcTrim()
         self._call: IDelayedCall | None = None
+        self._stopped = False
 
     def released(self) -> None:
         """Memory was released (a connection closed): trim soon."""
-        if self._trim is None or self._call is not None:
+        if self._trim is None or self._call is not None or self._stopped:
             return
         self._call = self.clock.callLater(self.interval, self._run)
 
@@ -63,6 +64,8 @@ class Trimmer:
         self._trim()
 
     def stop(self) -> None:
+        """No more trims (the listening port closed)."""
+        self._stopped = True
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None

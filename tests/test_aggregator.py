@@ -21,12 +21,13 @@ from rcp.everest.sim.bus import SimBus
 from rcp.everest.sim.system import SystemSim
 from rcp.settings import ControllerSettings
 
+from .common import freePort
 from .everest_manager import moduleConfig
 from .test_everest_station import StationCase, reactor
 from .test_mqtt import pause, waitUntil
 
 FIRMWARE = {"location": "http://firmware.example/image.bin"}
-LOGS = {"location": "ftp://logs.example/", "request_id": 7}
+LOGS = {"location": "ftp://127.0.0.1:1/", "request_id": 7}
 
 
 class SimAggregatorTests(SynchronousTestCase):
@@ -216,7 +217,13 @@ class MqttAggregatorTests(StationCase):
                 "prefix": self.prefix,
                 "module_ids": ["sat1"],
                 "aggregator_id": "agg",
-            }
+            },
+            receivers={
+                "ftp_port": freePort(),
+                "http_port": freePort(),
+                "directory": self.mktemp(),
+                "min_free_bytes": 0,
+            },
         )
         self.assertEqual([m.moduleId for m in controller.modules], ["sat1"])
         await controller.started
@@ -230,17 +237,20 @@ class MqttAggregatorTests(StationCase):
         [meta] = [e for e in manager.events if e[:2] == ("metadata", "agg")]
         self.assertEqual(meta[2]["data"]["provides"], {"system": {"interface": "system"}})
 
-        # a command from another module reaches the main System through it
+        # the real SystemAggregator: the boot reason is the main board's; the
+        # time is set on every board, and the satellite, not linked yet, says no
         self.assertEqual(await ocpp.call("system", "get_boot_reason", {}), "ScheduledReset")
         self.assertIs(
             await ocpp.call("system", "set_system_time", {"timestamp": "2026-01-01T00:00:00Z"}),
-            True,
+            False,
         )
         self.assertEqual(system.systemTime, "2026-01-01T00:00:00Z")
+        # logs: the main board's go to the receivers; the archive's location refuses
         result = await ocpp.call("system", "upload_logs", {"upload_logs_request": LOGS})
         self.assertEqual(result["upload_logs_status"], "Accepted")
-        await waitUntil(lambda: len(logStatus) == 2, 10)
-        self.assertEqual([s["log_status"] for s in logStatus], ["Uploading", "Uploaded"])
+        await waitUntil(lambda: any(s["log_status"] == "UploadFailure" for s in logStatus), 30)
+        self.assertEqual(logStatus[0]["log_status"], "Uploading")
+        self.assertEqual({s.get("request_id") for s in logStatus}, {7})
 
         # the satellite comes: global ready, with one ModuleReady of agg
         self.agent()

@@ -10,8 +10,8 @@ module ready when it is synchronised.  The end of any link, or a lost
 broker, ends the whole process: systemd starts it again.
 
 With C{mqtt.aggregator_id} the process also hosts the station's
-SystemAggregator module (L{rcp.aggregator}, for now an interim
-pass-through to the main board's System): it is started with the others
+SystemAggregator module (L{rcp.aggregator}, with the FTP and HTTP receivers
+of L{rcp.receivers} and backend transfers with curl): it is started with the others
 and signals ready once the station is known not to be running; it has no
 link.
 """
@@ -30,7 +30,7 @@ from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
-from ..aggregator import SystemAggregatorModule
+from ..aggregator.module import SystemAggregator
 from ..discovery.directory import Directory
 from ..discovery.records import checkSerial
 from ..everest.mqtt import MqttModule
@@ -135,7 +135,8 @@ class MqttController(StandaloneProcess):
                 reactor,
                 provides=AGGREGATOR_PROVIDES,
             )
-        self.aggregator: SystemAggregatorModule | None = None
+        self.aggregator: SystemAggregator | None = None
+        self.receivers: Any = None
         self.links: dict[str, ControllerLink] = {}
         self.directory: Directory | None = None
         self.browser: Service | None = None
@@ -159,14 +160,8 @@ class MqttController(StandaloneProcess):
     async def _start(self) -> None:
         if not await self.startModules(self._allModules()):
             return
-        if self.aggregatorModule is not None:
-            aggregator = SystemAggregatorModule(self.aggregatorModule)
-            try:
-                aggregator.start()
-            except ValueError as e:
-                self.end(1, str(e))
-                return
-            self.aggregator = aggregator
+        if self.aggregatorModule is not None and not self._startAggregator(self.aggregatorModule):
+            return
         for module in self.modules:
             try:
                 endpoint = self._endpoint(module)
@@ -192,6 +187,32 @@ class MqttController(StandaloneProcess):
             )
         for link in self.links.values():
             link.start()
+
+    def _startAggregator(self, module: MqttModule) -> bool:
+        """The receivers, then the SystemAggregator; a problem ends the process (one line)."""
+        from ..receivers.service import ReceiverService
+        from ..transfer import CurlTransfers
+
+        if not self.settings.receivers.enabled:
+            self.end(1, f"{module.moduleId}: the SystemAggregator needs receivers.enabled: true")
+            return False
+        try:
+            receivers = ReceiverService(self.reactor, self.settings.receivers)
+            receivers.startService()
+        except Exception as e:  # a port taken, a directory that cannot be made
+            self.end(1, f"{module.moduleId}: the receivers cannot start: {e}")
+            return False
+        self.receivers = receivers
+        aggregator = SystemAggregator(
+            module, self.reactor, receivers.receivers, CurlTransfers(self.reactor)
+        )
+        try:
+            aggregator.start()
+        except ValueError as e:
+            self.end(1, str(e))
+            return False
+        self.aggregator = aggregator
+        return True
 
     def _endpoint(self, module: MqttModule) -> IStreamClientEndpoint:
         if self.settings.peer is not None:
@@ -261,6 +282,12 @@ class MqttController(StandaloneProcess):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         stops: list[Deferred[Any]] = [link.stop() for link in self.links.values()]
+        if self.aggregator is not None:
+            self.aggregator.stop()
+        if self.receivers is not None and self.receivers.running:
+            stopped = self.receivers.stopService()
+            if stopped is not None:
+                stops.append(stopped)
         if self.browser is not None and self.browser.running:
             stopped = self.browser.stopService()
             if stopped is not None:

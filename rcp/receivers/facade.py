@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
+from ..aggregator.ports import IDownloadGrant, IImageWriter, IReceivers, IUploadGrant
 from .grants import Grant, GrantBook
 from .store import Image, Store
 
 
+@implementer(IUploadGrant)
 class UploadGrant:
     """C{IUploadGrant}: one board's permission to upload its logs for one request."""
 
@@ -29,6 +32,7 @@ class UploadGrant:
         self.grant.revoke()
 
 
+@implementer(IDownloadGrant)
 class DownloadGrant:
     """C{IDownloadGrant}: one board's permission to download one image."""
 
@@ -43,6 +47,7 @@ class DownloadGrant:
         self.grant.revoke()
 
 
+@implementer(IReceivers)
 class Receivers:
     """C{IReceivers}: grants for uploads and downloads, and the firmware images."""
 
@@ -72,8 +77,10 @@ class Receivers:
         image.remove()
 
     def grantDownload(
-        self, board: str, peerHost: str, image: Image, requestId: int, deadline: float
+        self, board: str, peerHost: str, image: IImageWriter, requestId: int, deadline: float
     ) -> DownloadGrant:
+        if not isinstance(image, Image):
+            raise TypeError("an image of these receivers' own (newImage)")
         grant = self.book.grantDownload(board, peerHost, image.path.name, requestId, deadline)
         grant.imageName = image.name
         return DownloadGrant(grant, self.httpPort)

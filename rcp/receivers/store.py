@@ -13,7 +13,9 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from ..aggregator.ports import IImageWriter
 from ..logtext import cut
 from .grants import Grant
 
@@ -177,6 +179,7 @@ class Store:
         raise StoreError(f"too many images called {cut(base)!r}")
 
 
+@implementer(IImageWriter)
 class Image:
     """
     A firmware image on disk, readable while it is written: readers wait

@@ -158,6 +158,7 @@ class GuardFactory(WrappingFactory):
         applies first).
     @param role: names the process in log lines.
     @param released: called when a connection has gone (see L{rcp.trim}).
+    @param stopped: called when the factory stops (its last port closed).
     """
 
     protocol = GuardProtocol
@@ -172,9 +173,11 @@ class GuardFactory(WrappingFactory):
         tls: bool = False,
         role: str = "rcp",
         released: Callable[[], None] | None = None,
+        stopped: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(wrappedFactory)
         self._released = released
+        self._stopped = stopped
         self.clock = clock
         self.limits = limits
         self.tls = tls
@@ -250,6 +253,8 @@ class GuardFactory(WrappingFactory):
         if self._reportTimer is not None and self._reportTimer.active():
             self._reportTimer.cancel()
         self._reportTimer = None
+        if self._stopped is not None:
+            self._stopped()
         super().doStop()
 
 

@@ -28,6 +28,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..aggregator.ports import ITransfers
 
 #: the schemes a backend may name
 SCHEMES: Final = ("http", "https", "ftp", "ftps")
@@ -111,6 +114,7 @@ class _Curl(ProcessProtocol):
             self.ended.errback(reason)
 
 
+@implementer(ITransfers)
 class CurlTransfers:
     """
     The backend transfers of the main board (L{rcp.aggregator.ports.ITransfers}).

@@ -13,11 +13,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from ..aggregator.ports import ITransfers
 from ..everest.sim.transfer import Transfers
 from .curl import TransferError, checkUrl, redact
 
 
+@implementer(ITransfers)
 class NativeTransfers:
     """L{rcp.aggregator.ports.ITransfers} with Twisted's clients (see the module docstring)."""
 
