@@ -228,6 +228,15 @@ class Uploads(ReceiverCase):
         _out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
         self.assertEqual(code, 0, err)
 
+    async def test_otherMethods(self) -> None:
+        big = self.sample("post.bin", 500_000)
+        url = f"http://127.0.0.1:{self.settings.http_port}/u/x/"
+        _out, err, code = await self.curlRun("-f", "-X", "POST", "--data-binary", f"@{big}", url)
+        self.assertNotEqual(code, 0)
+        _out, err, code = await self.curlRun("-f", "-X", "DELETE", url)
+        self.assertIn(b"405", err)
+        self.assertTrue(any("method DELETE" in e for e in self.refusals()))
+
     async def test_manyConnections(self) -> None:
         port = self.settings.ftp_port
         sockets = []
