@@ -255,6 +255,30 @@ class Uploads(ReceiverCase):
         self.assertEqual(code, 0, err)
 
 
+class Deadline(ReceiverCase):
+    async def test_grantExpiresDuringTheUpload(self) -> None:
+        grant = self.grant(ttl=1.0)
+        done = grant.whenDone()
+        s = socket.create_connection(("127.0.0.1", self.settings.http_port))
+        self.addCleanup(s.close)
+        s.sendall(b"PUT /u/" + grant.grant.token.encode() + b"/part HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(b"Content-Length: 100\r\n\r\nabc")
+        for _ in range(6):
+            await deferLater(reactor, 0.3, lambda: None)
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+        self.assertEqual(await done, [])
+        s.settimeout(2)
+        try:
+            answer = s.recv(100)
+        except OSError:
+            answer = b""
+        self.assertIn(answer[:12], (b"", b"HTTP/1.1 403"))
+        self.assertEqual(self.received(), [])
+
+
 class SlowClient(ReceiverCase):
     timeouts = 1.0
 
