@@ -228,6 +228,15 @@ class Uploads(ReceiverCase):
         _out, err, code = await self.curlRun("-f", "-T", str(small), self.httpUrl(self.grant()))
         self.assertEqual(code, 0, err)
 
+    async def test_otherMethods(self) -> None:
+        big = self.sample("post.bin", 500_000)
+        url = f"http://127.0.0.1:{self.settings.http_port}/u/x/"
+        _out, err, code = await self.curlRun("-f", "-X", "POST", "--data-binary", f"@{big}", url)
+        self.assertNotEqual(code, 0)
+        _out, err, code = await self.curlRun("-f", "-X", "DELETE", url)
+        self.assertIn(b"405", err)
+        self.assertTrue(any("method DELETE" in e for e in self.refusals()))
+
     async def test_manyConnections(self) -> None:
         port = self.settings.ftp_port
         sockets = []
@@ -244,6 +253,30 @@ class Uploads(ReceiverCase):
         log = self.sample("after.log", 100)
         _out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(self.grant()))
         self.assertEqual(code, 0, err)
+
+
+class Deadline(ReceiverCase):
+    async def test_grantExpiresDuringTheUpload(self) -> None:
+        grant = self.grant(ttl=1.0)
+        done = grant.whenDone()
+        s = socket.create_connection(("127.0.0.1", self.settings.http_port))
+        self.addCleanup(s.close)
+        s.sendall(b"PUT /u/" + grant.grant.token.encode() + b"/part HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(b"Content-Length: 100\r\n\r\nabc")
+        for _ in range(6):
+            await deferLater(reactor, 0.3, lambda: None)
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+        self.assertEqual(await done, [])
+        s.settimeout(2)
+        try:
+            answer = s.recv(100)
+        except OSError:
+            answer = b""
+        self.assertIn(answer[:12], (b"", b"HTTP/1.1 403"))
+        self.assertEqual(self.received(), [])
 
 
 class SlowClient(ReceiverCase):

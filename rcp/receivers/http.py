@@ -63,13 +63,21 @@ class ReceiverRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:
         channel: Any = self.channel
-        if channel._command != b"PUT":
-            super().gotLength(length)
-            return
+        # no body is ever buffered: PUT bodies go to the store, others are dropped
         super().gotLength(0)
         receiver = self._receiver()
-        parts = _path(channel._path)
         peer = self._peer()
+        if channel._command in (b"GET", b"HEAD"):
+            return
+        if channel._command != b"PUT":
+            self._refuse(
+                405,
+                receiver.book.refuse(
+                    "HTTP", peer, f"method {cut(channel._command.decode('latin-1'), 16)}"
+                ),
+            )
+            return
+        parts = _path(channel._path)
         if len(parts) < 3 or parts[1] != "u" or not parts[2]:
             self._refuse(404, receiver.book.refuse("HTTP", peer, "PUT outside /u/TOKEN/"))
             return
@@ -135,7 +143,6 @@ class ReceiverRequest(server.Request):
         if self._refused:
             return
         if self._upload is None:
-            super().handleContentChunk(data)
             return
         try:
             self._upload.write(data)
