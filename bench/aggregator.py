@@ -1,0 +1,319 @@
+"""
+Benchmark of the main board's receivers and the station-wide firmware
+update, on loopback, against baselines measured in the same run.
+
+Run from the checkout::
+
+    python bench/aggregator.py            # 8 boards of 20 MB, a 256 MB file
+    python bench/aggregator.py --quick    # 4 boards of 4 MB, a 32 MB file
+
+The receivers run in a child process of their own (``--serve``): the
+benchmark asks it for grants on stdin and reads its memory in /proc.
+Clients are curl, as EVerest's System module uses.
+
+Measured (stdout: one JSON object per line, ``name``, ``value``, ``unit``,
+``baseline``, ``ratio``):
+
+- ``log_collection_throughput``: MB/s of N boards uploading their log files
+  at once through the FTP receiver (``curl -T``, each with its own grant),
+  against the same bytes copied at once over raw loopback TCP sockets into
+  files (goal ratio >= 0.8);
+- ``firmware_backend_bytes_ratio``: bytes the backend served for an update of
+  N boards, divided by the image size (goal 1.0);
+- ``firmware_update_wall``: seconds from the start of the backend fetch to
+  the last board having the whole image, against one direct download of the
+  image from the backend (goal ratio <= 1.5);
+- ``receiver_rss_growth``: resident memory the receiving process gained
+  while it received one large file (goal < 10 MB), against the file's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Final
+
+_ROOT: Final = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+PLANS: Final = {"full": (8, 20, 256), "quick": (4, 4, 32)}  # boards, MB each, MB large file
+
+
+def progress(text: str) -> None:
+    print(f"[bench-aggregator] {text}", file=sys.stderr, flush=True)
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rssMb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- the receivers' process -------------------------------------------------------
+
+
+def serve(directory: str, ftpPort: int, httpPort: int) -> None:
+    """
+    The receivers on loopback; orders on stdin, one JSON line each, answered
+    by one JSON line: C{{"upload": BOARD}} gives an FTP upload URL,
+    C{{"image": URL, "boards": N}} fetches URL into a new image and gives N
+    download URLs at once, C{{"fetched": true}} waits for that fetch.
+    """
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.stdio import StandardIO
+    from twisted.protocols.basic import LineReceiver
+
+    from rcp.receivers.service import ReceiverService
+    from rcp.settings import ReceiverSettings
+    from rcp.transfer import CurlTransfers
+
+    reactor: Any = _reactor
+    settings = replace(
+        ReceiverSettings(),
+        ftp_port=ftpPort,
+        http_port=httpPort,
+        directory=directory,
+        min_free_bytes=0,
+        max_upload_bytes=2**40,
+    )
+    service = ReceiverService(reactor, settings)
+    service.startService()
+    receivers = service.receivers
+    state: dict[str, Any] = {}
+
+    class Orders(LineReceiver):
+        delimiter = b"\n"
+
+        def answer(self, value: Any) -> None:
+            self.sendLine(json.dumps(value).encode())
+
+        def lineReceived(self, line: bytes) -> None:
+            order = json.loads(line)
+            deadline = reactor.seconds() + 3600
+            if "upload" in order:
+                grant = receivers.grantUpload(order["upload"], "127.0.0.1", 1, deadline, 2**40)
+                self.answer({"url": grant.urlFor(f"ftp://{{my-ip}}:{ftpPort}/", "127.0.0.1")})
+            elif "image" in order:
+                image = receivers.newImage("image.bin")
+                urls = [
+                    receivers.grantDownload(f"b{i}", "127.0.0.1", image, 2, deadline).url(
+                        "127.0.0.1"
+                    )
+                    for i in range(order["boards"])
+                ]
+                state["fetch"] = CurlTransfers(reactor).fetch(order["image"], image, 1, 1)
+                self.answer({"urls": urls})
+            elif "fetched" in order:
+                state["fetch"].addBoth(lambda size: self.answer({"size": size}))
+
+        def connectionLost(self, reason: Any = None) -> None:
+            reactor.stop()
+
+    reactor.callWhenRunning(lambda: StandardIO(Orders(), reactor=reactor))
+    reactor.callWhenRunning(lambda: print(json.dumps({"ready": os.getpid()}), flush=True))
+    reactor.run()
+
+
+class Receivers:
+    """The receivers' child process, seen from the benchmark."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ftpPort, self.httpPort = freePort(), freePort()
+        command = [sys.executable, __file__, "--serve", str(directory)]
+        command += [str(self.ftpPort), str(self.httpPort)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.pid = self.ask(None)["ready"]
+
+    def ask(self, order: dict[str, Any] | None) -> Any:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        if order is not None:
+            self.process.stdin.write(json.dumps(order) + "\n")
+            self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+# -- the backend and the baselines --------------------------------------------------
+
+
+class _Counting(BaseHTTPRequestHandler):
+    image = b""
+    served = 0
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.image)))
+        self.end_headers()
+        self.wfile.write(self.image)
+        type(self).served += len(self.image)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def rawCopies(files: list[Path], into: Path) -> float:
+    """Seconds to copy C{files} at once over loopback TCP into files: the baseline."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(len(files))
+    port = server.getsockname()[1]
+
+    def receive(index: int) -> None:
+        connection, _ = server.accept()
+        with connection, open(into / f"raw-{index}", "wb") as out:
+            while chunk := connection.recv(1 << 16):
+                out.write(chunk)
+
+    def send(path: Path) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as s, open(path, "rb") as f:
+            s.sendfile(f)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=receive, args=(i,)) for i in range(len(files))]
+    threads += [threading.Thread(target=send, args=(p,)) for p in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    server.close()
+    return time.monotonic() - started
+
+
+def curl(*argv: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["curl", "-sS", "--fail", *argv])
+
+
+def record(name: str, unit: str, value: float, baseline: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline": round(baseline, 4),
+        "ratio": round(value / baseline, 4) if baseline else None,
+    }
+
+
+def run(plan: str) -> None:
+    boards, mbEach, largeMb = PLANS[plan]
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="rcp-bench-aggregator-") as tmp:
+        base = Path(tmp)
+        files = []
+        for i in range(boards):
+            path = base / f"board-{i}.log"
+            path.write_bytes(os.urandom(mbEach * 1024 * 1024))
+            files.append(path)
+        total = boards * mbEach
+        (base / "raw").mkdir()
+        raw = rawCopies(files, base / "raw")
+        receivers = Receivers(base / "receivers")
+        try:
+            urls = [receivers.ask({"upload": f"b{i}"})["url"] for i in range(boards)]
+            started = time.monotonic()
+            uploads = [curl("-T", str(p), url) for p, url in zip(files, urls, strict=True)]
+            if any(u.wait() != 0 for u in uploads):
+                raise SystemExit("an upload to the receivers failed")
+            received = time.monotonic() - started
+            out.append(record("log_collection_throughput", "MB/s", total / received, total / raw))
+            progress(f"{boards} boards x {mbEach} MB: receivers {received:.2f} s, raw {raw:.2f} s")
+
+            # firmware: one backend fetch, every board downloading while it comes
+            image = os.urandom(mbEach * 1024 * 1024)
+            _Counting.image, _Counting.served = image, 0
+            backend = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+            threading.Thread(target=backend.serve_forever, daemon=True).start()
+            imageUrl = f"http://127.0.0.1:{backend.server_address[1]}/image.bin"
+            direct = time.monotonic()
+            if curl("-o", str(base / "direct.bin"), imageUrl).wait() != 0:
+                raise SystemExit("the direct download failed")
+            direct = time.monotonic() - direct
+            _Counting.served = 0
+            started = time.monotonic()
+            downloads = receivers.ask({"image": imageUrl, "boards": boards})["urls"]
+            clients = [curl("-o", str(base / f"fw-{i}.bin"), u) for i, u in enumerate(downloads)]
+            if any(c.wait() != 0 for c in clients):
+                raise SystemExit("a board's download failed")
+            wall = time.monotonic() - started
+            receivers.ask({"fetched": True})
+            digest = hashlib.sha256(image).digest()
+            for i in range(boards):
+                if hashlib.sha256((base / f"fw-{i}.bin").read_bytes()).digest() != digest:
+                    raise SystemExit(f"board {i} got other bytes")
+            backend.shutdown()
+            out.append(
+                record("firmware_backend_bytes_ratio", "x", _Counting.served / len(image), 1.0)
+            )
+            out.append(record("firmware_update_wall", "s", wall, direct))
+            progress(
+                f"firmware to {boards} boards {wall:.2f} s, one direct download {direct:.2f} s"
+            )
+
+            # memory while one large file arrives
+            large = base / "large.log"
+            with open(large, "wb") as f:
+                for _ in range(largeMb):
+                    f.write(os.urandom(1024 * 1024))
+            before = rssMb(receivers.pid)
+            peak = before
+            url = receivers.ask({"upload": "big"})["url"]
+            upload = curl("-T", str(large), url)
+            while upload.poll() is None:
+                peak = max(peak, rssMb(receivers.pid))
+                time.sleep(0.05)
+            if upload.returncode != 0:
+                raise SystemExit("the large upload failed")
+            out.append(record("receiver_rss_growth", "MB", peak - before, float(largeMb)))
+            progress(f"{largeMb} MB received: RSS {before:.1f} MB -> peak {peak:.1f} MB")
+        finally:
+            receivers.stop()
+    for line in out:
+        print(json.dumps(line), flush=True)
+    goals = {
+        "log_collection_throughput": lambda r: r["ratio"] >= 0.8,
+        "firmware_backend_bytes_ratio": lambda r: r["value"] == 1.0,
+        "firmware_update_wall": lambda r: r["ratio"] <= 1.5,
+        "receiver_rss_growth": lambda r: r["value"] < 10,
+    }
+    for line in out:
+        progress(f"goal {line['name']}: {'met' if goals[line['name']](line) else 'MISSED'}")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--serve", nargs=3, metavar=("DIR", "FTP", "HTTP"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]), int(args.serve[2]))
+    else:
+        run("quick" if args.quick else "full")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
