@@ -405,3 +405,123 @@ class LogTests(TestCase):
         )
         self.assertEqual(len(real.schemaProblems(log)), 3)
         self.assertEqual(len(real.errorLines(log.replace("[ERRO]", "[\x1b[1;31mERRO\x1b[0m]"))), 3)
+
+
+class AggregatorTests(BoardCase):
+    """
+    The SystemAggregator, hosted by the real controller process, under the
+    real manager with C{validate_schema: true}: a module in the backend's
+    place calls the station's system; every answer and status must pass
+    the framework's schema checks.
+    """
+
+    def mainBoard(self, agentPort: int) -> real.Board:
+        requirements = [
+            "evse_manager",
+            "energy",
+            "rfid_token_provider",
+            "dc_external_derate",
+            "display_message",
+            "iso15118_extensions",
+            "ocpp_data_transfer",
+            "system",
+            "uk_random_delay",
+            "satellite",
+        ]
+        self.ftpPort, self.httpPort = freePort(), freePort()
+        modules = real.testModules("main")
+        modules["RcpTestSystem"] = real.testModules("satellite")["RcpTestSystem"]
+
+        def one(module: str, impl: str) -> list[dict[str, str]]:
+            return [{"module_id": module, "implementation_id": impl}]
+
+        return real.startBoard(
+            self,
+            {
+                "sat": {
+                    "module": "SatelliteController",
+                    "standalone": True,
+                    "mapping": {"module": {"evse": 2}},
+                    "config_module": {"hostname": "127.0.0.1", "port": agentPort},
+                    "connections": {
+                        "auth": one("consumer", "auth"),
+                        "system": one("consumer", "system"),
+                    },
+                },
+                "consumer": {
+                    "module": "RcpTestConsumer",
+                    "connections": {r: one("sat", r) for r in requirements},
+                },
+                "mainsys": {"module": "RcpTestSystem"},
+                "agg": {
+                    "module": "SystemAggregator",
+                    "standalone": True,
+                    "config_module": {
+                        "incoming_upload_timeout": 30,
+                        "command_timeout": 5,
+                        "incoming_uploads_dir": self.mktemp(),
+                        "upload_url_template": f"ftp://{{my-ip}}:{self.ftpPort}/",
+                    },
+                    "connections": {
+                        "system": one("mainsys", "main") + one("sat", "system"),
+                        "satellite": one("sat", "satellite"),
+                    },
+                },
+                "backend": {
+                    "module": "RcpTestBackend",
+                    "connections": {"system": one("agg", "system")},
+                },
+            },
+            modules,
+            env=self.env,
+        )
+
+    def controller(self, broker: Mosquitto) -> _Process:
+        return _twistd(
+            self,
+            "rcp-controller",
+            "--config",
+            self.rcpConfig(
+                "everest: mqtt\ntls: {mode: plain}\n"
+                "link: {hold_time: 0.2, retry_interval: 0.2}\n"
+                f"mqtt: {{port: {broker.port}, prefix: everest, module_ids: [sat],"
+                " aggregator_id: agg}\n"
+                f"receivers: {{ftp_port: {self.ftpPort}, http_port: {self.httpPort},"
+                f" directory: {self.mktemp()}, min_free_bytes: 0}}\n"
+            ),
+        )
+
+    async def test_stationSystem(self) -> None:
+        agentPort = freePort()
+        satManager, satBroker, mainManager, mainBroker = await self.startManagers(agentPort)
+        agent = self.agent(satBroker)
+        controller = self.controller(mainBroker)
+        await mainManager.whenStatus("ALL_MODULES_STARTED")
+        await waitUntil(lambda: {"event": "done"} in self.reportOf("backend"), 120)
+        report = self.reportOf("backend")
+        self.assertEqual([e for e in report if e["event"] == "failed"], [], report)
+        results = {e["cmd"]: e["result"] for e in report if e["event"] == "result"}
+        self.assertEqual(results["get_boot_reason"], "PowerUp")  # the main board's
+        self.assertIs(results["is_reset_allowed"], True)
+        self.assertIs(results["set_system_time"], True)
+        # the main board's System refuses (the tests' fixed answer): the worst answer
+        self.assertEqual(results["update_firmware"], "Rejected")
+        self.assertEqual(results["upload_logs"]["upload_logs_status"], "Accepted")
+        statuses = [e["value"] for e in report if e["event"] == "var" and e["var"] == "log_status"]
+        self.assertEqual(statuses[0], {"log_status": "Uploading", "request_id": 42})
+        # the boards never upload (stand-ins): an archive of what came, to a refusing location
+        self.assertEqual(statuses[-1], {"log_status": "UploadFailure", "request_id": 42})
+        # the main System was asked by the aggregator, with a grant of the receivers
+        calls = [e for e in self.reportOf("mainsys") if e.get("event") == "call"]
+        uploads = [e for e in calls if e["cmd"] == "upload_logs"]
+        self.assertEqual(len(uploads), 1, calls)
+        location = uploads[0]["args"]["upload_logs_request"]["location"]
+        self.assertTrue(location.startswith("ftp://mainsys:"), location)
+        for process in (agent, controller):
+            self.assertIsNone(process.process.poll(), process.text())
+            self.assertNotIn("Traceback", process.text())
+        self.assertIn(controller.stop(), (0, -signal.SIGTERM))
+        self.assertIn(agent.stop(), (0, -signal.SIGTERM))
+        for manager in (satManager, mainManager):
+            self.assertEqual(real.schemaProblems(manager.text()), [], manager.config)
+        self.assertEqual(real.schemaProblems(mainManager.text()), [])

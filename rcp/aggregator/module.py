@@ -446,11 +446,21 @@ class SystemAggregator:
         return {"upload_logs_status": status, "file_name": name}
 
     def _logRunFailed(self, failure: Failure, run: _LogRun) -> None:
-        if failure.check(CancelledError):
+        if failure.check(CancelledError) or run.canceled:
             return
-        self.log.failure("upload_logs {id} failed", failure, id=run.callerRequestId)
+        if failure.check(OSError):
+            self.log.error(
+                "upload_logs {id} failed: {problem}",
+                id=run.callerRequestId,
+                problem=failure.getErrorMessage(),
+            )
+        else:
+            self.log.failure("upload_logs {id} failed", failure, id=run.callerRequestId)
+        # the caller always hears the end of its request
+        self.module.publishVar(
+            SYSTEM, "log_status", {"log_status": "UploadFailure", "request_id": run.callerRequestId}
+        )
         if self._logRun is run:
-            self._publishLog(run, "UploadFailure")
             self._logRun = None
 
     def _cancelLogs(self, run: _LogRun, publish: bool) -> None:
@@ -580,6 +590,7 @@ class SystemAggregator:
                 for board in boards
             ]
             directory = settings.incoming_uploads_dir or tempfile.gettempdir()
+            os.makedirs(directory, mode=0o700, exist_ok=True)
             archive = os.path.join(directory, run.name)
             _, manifest = await self.packer.pack(
                 directory,
