@@ -122,6 +122,21 @@ SATELLITE_CONNECTIONS = {
 }
 
 
+#: what the tests' consumer module requires of its SatelliteController
+CONSUMER_REQUIREMENTS = (
+    "evse_manager",
+    "energy",
+    "rfid_token_provider",
+    "dc_external_derate",
+    "display_message",
+    "iso15118_extensions",
+    "ocpp_data_transfer",
+    "system",
+    "uk_random_delay",
+    "satellite",
+)
+
+
 def _connections(table: dict[str, tuple[str, str]]) -> dict[str, list[dict[str, str]]]:
     return {
         requirement: [{"module_id": module, "implementation_id": impl}]
@@ -175,18 +190,6 @@ class BoardCase(TestCase):
         )
 
     def mainBoard(self, agentPort: int) -> real.Board:
-        requirements = [
-            "evse_manager",
-            "energy",
-            "rfid_token_provider",
-            "dc_external_derate",
-            "display_message",
-            "iso15118_extensions",
-            "ocpp_data_transfer",
-            "system",
-            "uk_random_delay",
-            "satellite",
-        ]
         return real.startBoard(
             self,
             {
@@ -201,7 +204,7 @@ class BoardCase(TestCase):
                 },
                 "consumer": {
                     "module": "RcpTestConsumer",
-                    "connections": _connections({r: ("sat", r) for r in requirements}),
+                    "connections": _connections({r: ("sat", r) for r in CONSUMER_REQUIREMENTS}),
                 },
             },
             real.testModules("main"),
@@ -416,18 +419,6 @@ class AggregatorTests(BoardCase):
     """
 
     def mainBoard(self, agentPort: int) -> real.Board:
-        requirements = [
-            "evse_manager",
-            "energy",
-            "rfid_token_provider",
-            "dc_external_derate",
-            "display_message",
-            "iso15118_extensions",
-            "ocpp_data_transfer",
-            "system",
-            "uk_random_delay",
-            "satellite",
-        ]
         self.ftpPort, self.httpPort = freePort(), freePort()
         modules = real.testModules("main")
         modules["RcpTestSystem"] = real.testModules("satellite")["RcpTestSystem"]
@@ -450,7 +441,7 @@ class AggregatorTests(BoardCase):
                 },
                 "consumer": {
                     "module": "RcpTestConsumer",
-                    "connections": {r: one("sat", r) for r in requirements},
+                    "connections": {r: one("sat", r) for r in CONSUMER_REQUIREMENTS},
                 },
                 "mainsys": {"module": "RcpTestSystem"},
                 "agg": {

@@ -8,9 +8,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
-from ..health.process import ProcessHealth
-from ..health.service import StatusService
-from ..health.versions import localVersions
+from ..health.service import processStatus
 from ..options import ConfigOptions
 from ..service import (
     ListeningService,
@@ -75,18 +73,7 @@ def makeService(
 
     SecurityNotice("rcp-agent", options.credentials).setServiceParent(top)
     board = options.credentials.name if options.credentials is not None else "satellite"
-    health = ProcessHealth(
-        reactor,
-        "rcp-agent",
-        localVersions(board, settings.versions.firmware, settings.versions.everest, 0.0),
-    )
-    status = StatusService(
-        reactor,
-        health,
-        settings.status.socketPath(options["config"], "rcp-agent"),
-        settings.status.prometheus,
-    )
-    status.setName("status")
+    health, status = processStatus(reactor, "rcp-agent", board, settings, options["config"])
     status.setServiceParent(top)
 
     if settings.everest == "mqtt":

@@ -10,9 +10,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
-from ..health.process import ProcessHealth
-from ..health.service import StatusService
-from ..health.versions import localVersions
+from ..health.service import processStatus
 from ..options import ConfigOptions
 from ..service import SecurityNotice, secureClientEndpoint
 from ..settings import ControllerSettings
@@ -78,18 +76,7 @@ def makeService(
 
     SecurityNotice("rcp-controller", options.credentials, settings.peerName).setServiceParent(top)
     board = options.credentials.name if options.credentials is not None else "main"
-    health = ProcessHealth(
-        reactor,
-        "rcp-controller",
-        localVersions(board, settings.versions.firmware, settings.versions.everest, 0.0),
-    )
-    status = StatusService(
-        reactor,
-        health,
-        settings.status.socketPath(options["config"], "rcp-controller"),
-        settings.status.prometheus,
-    )
-    status.setName("status")
+    health, status = processStatus(reactor, "rcp-controller", board, settings, options["config"])
     status.setServiceParent(top)
     if settings.everest == "mqtt":
         from ..service import exitProcess

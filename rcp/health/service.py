@@ -126,3 +126,22 @@ class StatusService(Service):
             except OSError:
                 pass
         return DeferredList(stops) if stops else None
+
+
+def processStatus(
+    reactor: Any, role: str, board: str, settings: Any, configFile: str | None
+) -> tuple[ProcessHealth, StatusService]:
+    """
+    A process's figures and the service that serves them.
+
+    @param settings: the process's settings (their C{versions} and C{status}).
+    """
+    from .versions import localVersions
+
+    versions = localVersions(board, settings.versions.firmware, settings.versions.everest, 0.0)
+    health = ProcessHealth(reactor, role, versions)
+    status = StatusService(
+        reactor, health, settings.status.socketPath(configFile, role), settings.status.prometheus
+    )
+    status.setName("status")
+    return health, status
