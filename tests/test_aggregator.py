@@ -1,23 +1,18 @@
 """
-The interim SystemAggregator (L{rcp.aggregator}): a pass-through to the
-main board's System, on a L{SimBus} with a L{SystemSim}, and hosted by
-L{MqttController} on a real broker.
+The SystemAggregator hosted by L{MqttController} (C{mqtt.aggregator_id}) on
+a real broker, with its receivers and transfers; the policy itself is in
+C{test_aggregator_policy} and C{test_aggregator_module}.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
+from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from rcp.aggregator import COMMANDS, SystemAggregatorModule
 from rcp.config import ConfigError, fromMapping
 from rcp.controller.everest_mqtt import MqttController
-from rcp.everest.interface import CommandError
-from rcp.everest.sim.bus import SimBus
 from rcp.everest.sim.system import SystemSim
 from rcp.settings import ControllerSettings
 
@@ -26,147 +21,7 @@ from .everest_manager import moduleConfig
 from .test_everest_station import StationCase, reactor
 from .test_mqtt import pause, waitUntil
 
-FIRMWARE = {"location": "http://firmware.example/image.bin"}
 LOGS = {"location": "ftp://127.0.0.1:1/", "request_id": 7}
-
-
-class SimAggregatorTests(SynchronousTestCase):
-    """The pass-through on a simulated board."""
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.bus = SimBus(self.clock, "main")
-        self.uploads: list[tuple[str, str, bytes]] = []
-        self.resets: list[str] = []
-        self.system = SystemSim(
-            self.bus.module("system"),
-            self.clock,
-            fetch=lambda url: succeed(b"image"),
-            upload=self._upload,
-            onReset=self.resets.append,
-            bootReason="FirmwareUpdate",
-        )
-        self.aggregatorModule = self.bus.module(
-            "agg", {"system": [("system", "main"), ("sat1", "system")]}
-        )
-        self.aggregator = SystemAggregatorModule(self.aggregatorModule)
-        # the caller: an OCPP module, say, connected to the aggregator's system
-        self.caller = self.bus.module("ocpp", {"system": [("agg", "system")]})
-        self.seen: dict[str, list[Any]] = {"firmware_update_status": [], "log_status": []}
-        for var, values in self.seen.items():
-            self.caller.subscribeVar("system", var, values.append)
-        self.system.start()
-        self.aggregator.start()
-
-    def _upload(self, location: str, fileName: str, data: bytes) -> Deferred[None]:
-        self.uploads.append((location, fileName, data))
-        return succeed(None)
-
-    def settle(self, d: Deferred[Any], seconds: float = 0.0) -> Any:
-        """Turn the clock until C{d} has a result; return it (or raise its error)."""
-        for _ in range(100):
-            if d.called:
-                break
-            self.clock.advance(seconds)
-        outcome: list[Any] = []
-        d.addBoth(outcome.append)
-        self.assertEqual(len(outcome), 1, "no result")
-        if isinstance(outcome[0], Failure):
-            outcome[0].raiseException()
-        return outcome[0]
-
-    def call(self, command: str, args: dict[str, Any] | None) -> Any:
-        return self.settle(self.caller.call("system", command, cast(dict[str, Any], args)))
-
-    def test_everyCommandIsOffered(self) -> None:
-        self.assertEqual(
-            {cmd for (module, impl, cmd) in self.bus._commands if module == "agg"}, set(COMMANDS)
-        )
-        self.assertEqual(
-            {impl for (module, impl, _) in self.bus._commands if module == "agg"}, {"system"}
-        )
-
-    def test_signalsReady(self) -> None:
-        self.assertIn("agg", self.bus._ready)
-        self.assertIn("system", self.bus._ready)
-        self.assertFalse(self.bus.globallyReady)  # the caller did not say ready
-
-    def test_updateFirmware(self) -> None:
-        self.assertEqual(
-            self.call("update_firmware", {"firmware_update_request": FIRMWARE}), "Accepted"
-        )
-        # the System's own answer when it is busy
-        self.assertEqual(
-            self.call("update_firmware", {"firmware_update_request": FIRMWARE}), "Rejected"
-        )
-
-    def test_allowFirmwareInstallation(self) -> None:
-        self.assertIsNone(self.call("allow_firmware_installation", None))
-
-    def test_uploadLogs(self) -> None:
-        result = self.call("upload_logs", {"upload_logs_request": LOGS})
-        self.assertEqual(result["upload_logs_status"], "Accepted")
-        self.assertTrue(result["file_name"].startswith("diagnostics-"))
-        self.assertEqual(
-            self.call("upload_logs", {"upload_logs_request": {}}),
-            {"upload_logs_status": "Rejected"},
-        )
-
-    def test_isResetAllowed(self) -> None:
-        self.assertIs(self.call("is_reset_allowed", {"type": "Soft"}), True)
-
-    def test_reset(self) -> None:
-        self.assertIsNone(self.call("reset", {"type": "Hard", "scheduled": False}))
-        self.clock.advance(self.system.resetDelay)
-        self.assertEqual(self.resets, ["Hard"])
-
-    def test_setSystemTime(self) -> None:
-        self.assertIs(self.call("set_system_time", {"timestamp": "2026-01-01T00:00:00.000Z"}), True)
-        self.assertEqual(self.system.systemTime, "2026-01-01T00:00:00.000Z")
-
-    def test_getBootReason(self) -> None:
-        # null arguments are passed on as {}
-        self.assertEqual(self.call("get_boot_reason", None), "FirmwareUpdate")
-        self.assertEqual(self.call("get_boot_reason", {}), "PowerUp")
-
-    def test_errorsPassThrough(self) -> None:
-        self.bus._commands.pop(("system", "main", "get_boot_reason"))
-        error = self.assertRaises(CommandError, self.call, "get_boot_reason", {})
-        self.assertEqual(error.kind, "HandlerException")
-        self.assertIn("provides no command main.get_boot_reason", error.message)
-
-    def test_firmwareStatusRepublished(self) -> None:
-        self.call("update_firmware", {"firmware_update_request": FIRMWARE})
-        self.clock.pump([self.system.stepDelay] * 5)
-        self.assertEqual(
-            self.seen["firmware_update_status"],
-            [
-                {"firmware_update_status": status, "request_id": -1}
-                for status in ("Downloading", "Downloaded", "Installing", "Installed")
-            ],
-        )
-
-    def test_logStatusRepublished(self) -> None:
-        self.call("upload_logs", {"upload_logs_request": LOGS})
-        self.clock.pump([self.system.stepDelay] * 3)
-        self.assertEqual(
-            self.seen["log_status"],
-            [
-                {"log_status": "Uploading", "request_id": 7},
-                {"log_status": "Uploaded", "request_id": 7},
-            ],
-        )
-        self.assertEqual(len(self.uploads), 1)
-
-    def test_noSystemConnected(self) -> None:
-        module = self.bus.module("agg2", {"satellite": [("sat1", "satellite")]})
-        aggregator = SystemAggregatorModule(module)
-        error = self.assertRaises(ValueError, aggregator.start)
-        self.assertIn("agg2: no System connected", str(error))
-        self.assertNotIn("agg2", self.bus._ready)
-
-    def test_startTwice(self) -> None:
-        self.assertRaises(RuntimeError, self.aggregator.start)
 
 
 class MqttAggregatorTests(StationCase):

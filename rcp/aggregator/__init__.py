@@ -1,13 +1,12 @@
 """
-The station's SystemAggregator module (C{etc/everest/modules/SystemAggregator}).
+The station's SystemAggregator module (C{etc/everest/modules/SystemAggregator}):
+one C{system} for the whole station, over the main board's own System and
+every satellite's.
 
-The pass-through of L{rcp.aggregator.passthrough} is what the controller
-process hosts today; the policy (L{rcp.aggregator.module} and its parts)
-replaces it once the receivers are wired in.
+  - L{topology}: the boards, matched by module id and checked at start;
+  - L{firmware}, L{logs}, L{archive}, L{fanout}: the policy's parts, pure
+    and clock-driven;
+  - L{ports}: what the policy needs from outside (receivers, transfers);
+  - L{module}: L{module.SystemAggregator}, the policy on an EVerest module;
+  - L{settings}: its module config.
 """
-
-from __future__ import annotations
-
-from .passthrough import COMMANDS, MAIN_BOARD, SYSTEM, VARS, SystemAggregatorModule
-
-__all__ = ["COMMANDS", "MAIN_BOARD", "SYSTEM", "VARS", "SystemAggregatorModule"]
