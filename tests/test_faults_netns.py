@@ -70,7 +70,10 @@ class FaultTests(TwoHosts):
         await deferLater(reactor, seconds)
         self.assertIsNone(agent.process.poll(), agent.text()[-2000:])
         self.assertIsNone(controller.process.poll(), controller.text()[-2000:])
-        self.assertNotIn("resetting the board", agent.text())
+        # a start-up retried on a lossy wire is allowed; once synchronised, nothing ends
+        text = agent.text()
+        since = text[text.rindex("link synchronised with the controller") :]
+        self.assertNotIn("resetting the board", since)
         self.assertNotIn("Traceback", agent.text() + controller.text())
 
     async def test_delayAndJitter(self) -> None:
