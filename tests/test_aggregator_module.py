@@ -69,6 +69,9 @@ class FakeImage:
     def append(self, data: bytes) -> None:
         self.data += data
 
+    def throttles(self, source: object) -> None:
+        pass
+
     def finish(self) -> None:
         self.finished = True
         waiters, self.waiters = self.waiters, []

@@ -111,7 +111,7 @@ class StoreTests(SynchronousTestCase):
         for body in (b"one", b"two"):
             f = self.store.openUpload(grant, "log.txt")
             f.write(body)
-            paths.append(f.finish())
+            paths.append(self.successResultOf(f.finish()))
         self.assertEqual([Path(p).name for p in paths], ["log.txt", "log-1.txt"])
         self.assertEqual(Path(paths[0]).read_bytes(), b"one")
         self.assertEqual(grant.files, paths)

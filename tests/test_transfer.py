@@ -42,6 +42,9 @@ class Writer:
     def fail(self, reason: str) -> None:
         self.failed = reason
 
+    def throttles(self, source: object) -> None:
+        pass
+
     @property
     def data(self) -> bytes:
         return b"".join(self.chunks)

@@ -10,6 +10,7 @@ transfers (L{rcp.transfer}) are adapted to them, and tests use fakes.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from zope.interface import Interface
 
 
@@ -45,6 +46,9 @@ class IImageWriter(Interface):
 
     def fail(reason: str) -> None:
         """The image cannot be completed: downloads of it fail, the bytes are dropped."""
+
+    def throttles(source: IPushProducer | None) -> None:
+        """Pause C{source} (the fetch) while the image's writes fall behind."""
 
 
 class IDownloadGrant(Interface):

@@ -68,6 +68,7 @@ class _Incoming:
         self.upload: IncomingFile | None = upload
         self.error: ftp.FTPCmdError | None = None
         self._idle: IDelayedCall | None = None
+        self._throttled = False
         self._arm()
 
     def _arm(self) -> None:
@@ -107,6 +108,12 @@ class _Incoming:
     def write(self, data: bytes) -> None:
         if self.upload is None:
             return
+        if not self._throttled:
+            # the data connection waits while the disk falls behind
+            self._throttled = True
+            dtp = self.proto.dtpInstance
+            if dtp is not None and dtp.transport is not None:
+                self.upload.throttles(dtp.transport)
         self._arm()
         try:
             self.upload.write(data)
@@ -119,11 +126,15 @@ class _Incoming:
         self._disarm()
         if self.error is not None:
             return fail(self.error)
-        if self.upload is None:
+        upload, self.upload = self.upload, None
+        if upload is None:
             return fail(TransferAborted())
-        self.upload.finish()
-        self.upload = None
-        return succeed(None)
+
+        def failed(failure: Failure) -> Failure:
+            self.proto.book.refuse("FTP", self.proto.peerHost(), str(failure.value))
+            return Failure(InsufficientStorage())
+
+        return upload.finish().addCallbacks(lambda _: None, failed)
 
 
 @implementer(ftp.IWriteFile)

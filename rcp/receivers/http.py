@@ -112,6 +112,7 @@ class ReceiverRequest(server.Request):
         receiver.book.begin(grant)
         self._grant = grant
         self._upload = upload
+        upload.throttles(channel.transport)
         grant.onEnd.append(self._grantEnded)
 
     def _grantEnded(self) -> None:
@@ -156,15 +157,26 @@ class ReceiverRequest(server.Request):
             return
         super().process()
 
-    def finishUpload(self) -> str | None:
-        """The body is complete: the file is kept and the grant is used."""
+    def finishUpload(self) -> Deferred[str] | None:
+        """
+        The body is complete: once it is on disk, the file is kept and the
+        grant is used (the result is its path).
+        """
         upload, grant = self._upload, self._grant
         self._upload = self._grant = None
         if upload is None or grant is None:
             return None
-        path = upload.finish()
-        self._receiver().book.finishSession(grant)
-        return path
+        book = self._receiver().book
+
+        def stored(path: str) -> str:
+            book.finishSession(grant)
+            return path
+
+        def failed(failure: Failure) -> Failure:
+            book.reopen(grant)
+            return failure
+
+        return upload.finish().addCallbacks(stored, failed)
 
     def connectionLost(self, reason: Failure) -> None:
         if self._upload is not None:
@@ -178,43 +190,55 @@ class ReceiverRequest(server.Request):
 
 
 class ImageProducer:
-    """Sends bytes C{start} to C{end} of an image, waiting for bytes still to come."""
+    """
+    Sends bytes C{start} to C{end} of an image, waiting for bytes still to
+    come.  A push producer: it writes while the transport takes more and
+    the image has bytes, stops when the transport pauses it, and sleeps on
+    the image (L{Image.waitFor}) when it caught up with a fetch still
+    running, so a waiting download costs nothing until the next bytes.
+    """
 
     def __init__(self, request: server.Request, image: Image, start: int, end: int | None) -> None:
         self.request = request
         self.image = image
         self.position = start
         self.end = end
-        self.file: IO[bytes] | None = open(image.path, "rb")
+        self.file: IO[bytes] | None = open(image.path, "rb", buffering=0)
         self.file.seek(start)
         self._waiting: Deferred[None] | None = None
+        self._paused = False
         request.notifyFinish().addErrback(lambda _: self.stopProducing())
-        request.registerProducer(self, False)
+        request.registerProducer(self, True)
+        self._pump()
 
-    def resumeProducing(self) -> None:
-        if self.file is None or self._waiting is not None:
-            return
-        want = CHUNK if self.end is None else min(CHUNK, self.end - self.position)
-        data = self.file.read(want) if want > 0 else b""
-        if data:
-            self.position += len(data)
-            self.request.write(data)
+    def _pump(self) -> None:
+        while self.file is not None and not self._paused and self._waiting is None:
+            # only bytes known to be on disk (the image's size), never a write in progress
+            limit = self.image.size if self.end is None else min(self.end, self.image.size)
+            want = min(CHUNK, limit - self.position)
+            data = self.file.read(want) if want > 0 else b""
+            if data:
+                self.position += len(data)
+                if self.end is not None and self.position >= self.end:
+                    self.request.write(data)
+                    self._done()
+                    return
+                self.request.write(data)  # may pause us
+                continue
             if self.end is not None and self.position >= self.end:
                 self._done()
+            elif self.image.failed is not None:
+                self._abort()
+            elif self.image.finished and self.position >= self.image.size:
+                self._done()
+            else:
+                self._waiting = self.image.waitFor(self.position)
+                self._waiting.addCallback(self._woken)
             return
-        if self.end is not None and self.position >= self.end:
-            self._done()
-        elif self.image.failed is not None:
-            self._abort()
-        elif self.image.finished and self.position >= self.image.size:
-            self._done()
-        else:
-            self._waiting = self.image.waitFor(self.position)
-            self._waiting.addCallback(self._woken)
 
     def _woken(self, _: None) -> None:
         self._waiting = None
-        self.resumeProducing()
+        self._pump()
 
     def _close(self) -> None:
         if self.file is not None:
@@ -232,7 +256,11 @@ class ImageProducer:
         cast(Any, self.request.channel.transport).loseConnection()
 
     def pauseProducing(self) -> None:
-        pass
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
 
     def stopProducing(self) -> None:
         self._close()
@@ -252,12 +280,26 @@ class _Root(Resource):
         request.setHeader(b"content-type", b"text/plain")
         return _PHRASES.get(code, b"Error") + b"\n"
 
-    def render_PUT(self, request: server.Request) -> bytes:
-        path = cast(ReceiverRequest, request).finishUpload()
-        if path is None:
+    def render_PUT(self, request: server.Request) -> bytes | int:
+        stored = cast(ReceiverRequest, request).finishUpload()
+        if stored is None:
             return self._refuse(request, 403, "PUT without an upload")
-        request.setResponseCode(201)
-        return b"Created\n"
+
+        def answer(code: int, body: bytes) -> None:
+            if request.finished or getattr(request, "_disconnected", False):
+                return
+            request.setResponseCode(code)
+            request.setHeader(b"content-type", b"text/plain")
+            request.write(body)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            peer = str(getattr(request.getClientAddress(), "host", ""))
+            self.receiver.book.refuse("HTTP", peer, str(failure.value))
+            answer(507, _PHRASES[507] + b"\n")
+
+        stored.addCallbacks(lambda _: answer(201, b"Created\n"), failed)
+        return server.NOT_DONE_YET
 
     def render_GET(self, request: server.Request) -> bytes | int:
         parts = _path(request.path)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from ..settings import ReceiverSettings
+from .disk import diskPool, inline
 from .facade import Receivers
 from .ftp import FtpReceiver
 from .http import HttpReceiver
@@ -38,7 +43,11 @@ class ReceiverService(MultiService):
         super().__init__()
         self.settings = settings
         clock: IReactorTime = reactor
-        self.store = Store(settings.directory, settings.min_free_bytes)
+        # files are written in threads of their own, never in the reactor
+        # (rcp.receivers.disk); in the calling thread while the service is stopped
+        self.reactor = reactor
+        self.pool: ThreadPool | None = None
+        self.store = Store(settings.directory, settings.min_free_bytes, run=self._write)
         self.receivers = Receivers(clock, self.store, settings.http_port)
         book = self.receivers.book
         self.ftpFactory = FtpReceiver(
@@ -60,6 +69,34 @@ class ReceiverService(MultiService):
                 service._raiseSynchronously = True
                 service.setServiceParent(self)
 
-    def stopService(self) -> Any:
+    def _write(self, function: Callable[[], Any]) -> Deferred[Any]:
+        if self.pool is None:
+            return inline(function)
+        return deferToThreadPool(self.reactor, self.pool, function)
+
+    def startService(self) -> None:
+        if self.pool is None:
+            self.pool = diskPool()
+            self.pool.start()
+            # a process that ends without stopping this service still ends
+            self._shutdown = self.reactor.addSystemEventTrigger(
+                "during", "shutdown", self._stopPool
+            )
+        super().startService()
+
+    def _stopPool(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.stop()  # the writes in progress end first
+
+    def stopService(self) -> Deferred[None]:
         self.receivers.book.stop()
-        return super().stopService()
+        stopped: Deferred[None] = maybeDeferred(super().stopService)
+
+        def poolStopped(result: object) -> object:
+            if self.pool is not None:
+                self.reactor.removeSystemEventTrigger(self._shutdown)
+                self._stopPool()
+            return result
+
+        return stopped.addBoth(poolStopped)

@@ -11,12 +11,15 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..aggregator.ports import IImageWriter
 from ..logtext import cut
+from .disk import DiskWriter, Run, inline
 from .grants import Grant
 
 #: the longest file name kept, in bytes of UTF-8 (most file systems allow 255)
@@ -59,18 +62,27 @@ def freeBytes(path: str) -> int:
 
 
 class IncomingFile:
-    """One file being received under a grant, written as it comes."""
+    """
+    One file being received under a grant, written as it comes (in the
+    disk writers' threads, see L{rcp.receivers.disk}).
+    """
 
     def __init__(self, store: Store, grant: Grant, path: Path, fd: int) -> None:
         self.store = store
         self.grant = grant
         self.path = path
-        self._fd: int | None = fd
+        self.writer: DiskWriter | None = DiskWriter(fd, store.run)
         self.size = 0
+
+    def throttles(self, source: IPushProducer | None) -> None:
+        """Pause C{source} (the connection) while the disk falls behind."""
+        if self.writer is not None:
+            self.writer.throttles(source)
 
     def write(self, data: bytes) -> None:
         """Write C{data}; L{StoreError} (and the file removed) if it may not be."""
-        if self._fd is None:
+        writer = self.writer
+        if writer is None:
             raise StoreError("file already closed")
         if len(data) > self.grant.remaining():
             self.fail()
@@ -79,38 +91,50 @@ class IncomingFile:
             self.fail()
             raise NoSpace(f"less than {self.store.minFreeBytes} bytes would be left free")
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            writer.write(data)
         except OSError as e:
             self.fail()
-            raise NoSpace(f"writing failed: {e.strerror}") from None
+            raise NoSpace(f"writing failed: {e.strerror or e}") from None
         self.size += len(data)
         self.grant.received += len(data)
 
-    def finish(self) -> str:
-        """The file is complete: listed in the grant's files."""
-        if self._fd is None:
-            raise StoreError("file already closed")
-        os.close(self._fd)
-        self._fd = None
-        self.grant.files.append(str(self.path))
-        self.store.log.info(
-            "received {path} ({size} bytes) for {grant}",
-            path=str(self.path),
-            size=self.size,
-            grant=self.grant.describe(),
-        )
-        return str(self.path)
+    def finish(self) -> Deferred[str]:
+        """
+        The file is complete: once it is on disk, it is listed in the
+        grant's files (its path is the result); L{NoSpace} if a write failed.
+        """
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return fail(StoreError("file already closed"))
+
+        def written(_: None) -> str:
+            self.grant.files.append(str(self.path))
+            self.store.log.info(
+                "received {path} ({size} bytes) for {grant}",
+                path=str(self.path),
+                size=self.size,
+                grant=self.grant.describe(),
+            )
+            return str(self.path)
+
+        def failed(failure: Failure) -> Failure:
+            self._removed()
+            e = failure.value
+            return Failure(NoSpace(f"writing failed: {getattr(e, 'strerror', None) or e}"))
+
+        return writer.close().addCallbacks(written, failed)
 
     def fail(self) -> None:
         """The transfer failed: the partial file is removed."""
-        if self._fd is None:
+        writer, self.writer = self.writer, None
+        if writer is None:
             return
-        os.close(self._fd)
-        self._fd = None
+        writer.abandon()
+        self._removed()
+
+    def _removed(self) -> None:
         self.grant.received -= self.size
+        self.size = 0
         try:
             self.path.unlink()
         except OSError:
@@ -119,7 +143,12 @@ class IncomingFile:
 
 
 class Store:
-    """The receivers' directory: C{uploads/} for logs, C{images/} for firmware."""
+    """
+    The receivers' directory: C{uploads/} for logs, C{images/} for firmware.
+
+    @param run: where the files are written (L{rcp.receivers.disk.inThreads}
+        in the receivers' service; in the calling thread by default).
+    """
 
     log = Logger()
 
@@ -128,7 +157,9 @@ class Store:
         directory: str,
         minFreeBytes: int,
         free: Callable[[str], int] = freeBytes,
+        run: Run = inline,
     ) -> None:
+        self.run = run
         self.directory = Path(directory)
         self.minFreeBytes = minFreeBytes
         self._free = free
@@ -182,52 +213,72 @@ class Store:
 @implementer(IImageWriter)
 class Image:
     """
-    A firmware image on disk, readable while it is written: readers wait
-    for bytes not yet there; a failure ends their waiting.
+    A firmware image on disk, readable while it is written: L{size} counts
+    the bytes on disk, readers wait for bytes not yet there, and a failure
+    ends their waiting.
     """
 
     def __init__(self, store: Store, name: str, path: Path, fd: int) -> None:
         self.store = store
         self.name = name
         self.path = path
-        self._fd: int | None = fd
+        self.writer: DiskWriter | None = DiskWriter(fd, store.run, onWritten=self._written)
         self.size = 0
         self.finished = False
         self.failed: str | None = None
         self._waiting: list[Deferred[None]] = []
 
+    def throttles(self, source: IPushProducer | None) -> None:
+        if self.writer is not None:
+            self.writer.throttles(source)
+
     def append(self, data: bytes) -> None:
-        if self._fd is None:
+        writer = self.writer
+        if writer is None:
             return
-        if not self.store.hasRoom(len(data)):
+        if not self.store.hasRoom(writer.pending + len(data)):
             self.fail(f"less than {self.store.minFreeBytes} bytes would be left free")
             return
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            writer.write(data)
         except OSError as e:
-            self.fail(f"writing failed: {e.strerror}")
-            return
-        self.size += len(data)
-        self._wake()
+            self.fail(f"writing failed: {e.strerror or e}")
+
+    def _written(self, size: int) -> None:
+        if self.failed is None:
+            self.size = size
+            self._wake()
 
     def finish(self) -> None:
-        if self._fd is None:
+        writer, self.writer = self.writer, None
+        if writer is None:
             return
-        os.close(self._fd)
-        self._fd = None
-        self.finished = True
-        self.store.log.info("image {name} complete ({size} bytes)", name=self.name, size=self.size)
-        self._wake()
+
+        def complete(_: None) -> None:
+            if self.failed is not None:
+                return
+            self.finished = True
+            self.store.log.info(
+                "image {name} complete ({size} bytes)", name=self.name, size=self.size
+            )
+            self._wake()
+
+        def failed(failure: Failure) -> None:
+            e = failure.value
+            self._failed(f"writing failed: {getattr(e, 'strerror', None) or e}")
+
+        writer.close().addCallbacks(complete, failed)
 
     def fail(self, reason: str) -> None:
         if self.failed is not None or self.finished:
             return
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.abandon()
+        self._failed(reason)
+
+    def _failed(self, reason: str) -> None:
         self.failed = reason
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
         try:
             self.path.unlink()
         except OSError:

@@ -170,7 +170,12 @@ class CurlTransfers:
         if offset:
             argv += ["--continue-at", str(offset)]
         curl = self._run([*argv, "--url", url], into.append)
-        code = await curl.ended
+        # curl waits (its output pipe fills) while the image's disk writes fall behind
+        into.throttles(getattr(curl.transport, "pipes", {}).get(1))
+        try:
+            code = await curl.ended
+        finally:
+            into.throttles(None)
         return code, curl.received, self._problem(code, curl) if code else ""
 
     def fetch(self, url: str, into: Any, retries: int, retryInterval: float) -> Deferred[int]:
