@@ -24,6 +24,7 @@ class QuickAggregatorBenchTests(TestCase):
                 "log_collection_throughput",
                 "firmware_backend_bytes_ratio",
                 "firmware_update_wall",
+                "firmware_update_wall_unthrottled",
                 "receiver_rss_growth",
             },
         )

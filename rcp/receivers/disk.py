@@ -17,7 +17,11 @@ sender down (TCP back-pressure) instead of filling the memory.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import select
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -143,6 +147,10 @@ class DiskWriter:
             self._paused = False
             self._source.resumeProducing()
 
+    def drained(self) -> Deferred[None]:
+        """Fires once every byte queued so far is on disk (or failed)."""
+        return self._whenDrained()
+
     def _whenDrained(self) -> Deferred[None]:
         if not self._busy and not self._queue:
             return succeed(None)
@@ -172,3 +180,105 @@ class DiskWriter:
         self._closing = True
         self._source = None
         return self.close().addErrback(lambda _: None)
+
+
+# -- zero-copy reception ------------------------------------------------------------
+
+#: the kernel can move a socket's bytes into a file without copying them
+#: through the process (Linux splice(2))
+SPLICE: Final = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
+
+_F_SETPIPE_SZ: Final = 1031
+_SPLICE_CHUNK: Final = 1 << 20
+_POLL_MS: Final = 200
+
+
+class SpliceEnded(Exception):
+    """Reception into the file ended early; the kind says why."""
+
+
+class SpliceTooLarge(SpliceEnded):
+    """More bytes than allowed arrived."""
+
+
+class SpliceNoRoom(SpliceEnded):
+    """The disk would be left with less than its minimum free space, or a write failed."""
+
+
+class SpliceIdle(SpliceEnded):
+    """No byte arrived for the idle time."""
+
+
+class SpliceStopped(SpliceEnded):
+    """Stopped from outside (the transfer was aborted)."""
+
+
+class SpliceUnsupported(SpliceEnded):
+    """This socket or file cannot be spliced: nothing was moved, read it the usual way."""
+
+
+def spliceInto(
+    source: int,
+    target: int,
+    limit: int,
+    room: Callable[[int], bool],
+    idle: float,
+    stop: threading.Event,
+) -> int:
+    """
+    Move everything C{source} (a non-blocking socket) sends into the file
+    C{target} until its end, in the kernel; blocking, for a thread.
+
+    @param limit: the most bytes allowed; one more ends with L{SpliceTooLarge}.
+    @param room: tells whether that many more bytes may be stored (else
+        L{SpliceNoRoom}, as for a failed write to the file).
+    @param idle: seconds without a byte before L{SpliceIdle}.
+    @param stop: set from another thread: L{SpliceStopped} within 0.2 s.
+    @return: the number of bytes moved.
+    @raise OSError: the connection failed (for example reset by the peer).
+    """
+    r, w = os.pipe()
+    try:
+        try:
+            fcntl.fcntl(w, _F_SETPIPE_SZ, _SPLICE_CHUNK)
+        except OSError:
+            pass  # a smaller pipe only means more turns
+        poller = select.poll()
+        poller.register(source, select.POLLIN | select.POLLERR | select.POLLHUP)
+        moved = 0
+        quiet = 0.0
+        while True:
+            if stop.is_set():
+                raise SpliceStopped()
+            try:
+                count = os.splice(
+                    source, w, _SPLICE_CHUNK, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+                )
+            except BlockingIOError:
+                if poller.poll(_POLL_MS):
+                    quiet = 0.0
+                else:
+                    quiet += _POLL_MS / 1000
+                    if quiet >= idle:
+                        raise SpliceIdle() from None
+                continue
+            except OSError as e:
+                if moved == 0 and e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise SpliceUnsupported(str(e)) from None
+                raise
+            if count == 0:
+                return moved
+            quiet = 0.0
+            moved += count
+            if moved > limit:
+                raise SpliceTooLarge()
+            if not room(count):
+                raise SpliceNoRoom("the disk's minimum free space")
+            try:
+                while count:
+                    count -= os.splice(r, target, count, flags=os.SPLICE_F_MOVE)
+            except OSError as e:
+                raise SpliceNoRoom(f"writing failed: {e.strerror or e}") from None
+    finally:
+        os.close(r)
+        os.close(w)

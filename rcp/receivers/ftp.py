@@ -7,6 +7,7 @@ or EPRT to any address but the client's own (no FTP bounce).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -18,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..logtext import cut
+from .disk import SPLICE, SpliceIdle, SpliceStopped, SpliceUnsupported
 from .grants import Grant, GrantBook, Refused
 from .store import IncomingFile, NoSpace, Store, StoreError
 
@@ -69,6 +71,7 @@ class _Incoming:
         self.error: ftp.FTPCmdError | None = None
         self._idle: IDelayedCall | None = None
         self._throttled = False
+        self._stop: threading.Event | None = None
         self._arm()
 
     def _arm(self) -> None:
@@ -88,13 +91,75 @@ class _Incoming:
         self.proto.book.refuse("FTP", self.proto.peerHost(), "data connection idle too long")
         self.abort(TransferAborted())
 
-    def abort(self, error: ftp.FTPCmdError) -> None:
-        self._disarm()
+    def splice(self, dtp: Any) -> None:
+        """
+        Receive the rest of the file in the kernel (L{rcp.receivers.disk.spliceInto},
+        Linux), where it can: Twisted stops reading the data connection, a
+        disk thread moves its bytes into the file until the end of the
+        stream, and then Twisted reads on and sees the end as usual.
+        """
+        transport = dtp.transport
+        if not self.proto.factory.splice or self.upload is None or transport is None:
+            return
+        if not hasattr(transport, "fileno") or not hasattr(transport, "stopReading"):
+            return
+        self.upload.throttles(None)  # nothing may resume reading while the thread reads
+        transport.stopReading()
+        self._disarm()  # the thread watches idleness
+        self._stop = threading.Event()
+        d = self.upload.spliceFrom(transport.fileno(), self.proto.factory.dataTimeout, self._stop)
+        d.addCallbacks(
+            lambda count: self._spliced(count, transport),
+            lambda failure: self._spliceFailed(failure, transport),
+        )
+
+    def _spliced(self, count: int, transport: Any) -> None:
+        self._stop = None
+        if self.error is not None:  # aborted while the thread ran
+            self._failUpload()
+            transport.loseConnection()
+            return
+        transport.startReading()  # Twisted sees the end of the stream: the DTP ends as usual
+
+    def _spliceFailed(self, failure: Failure, transport: Any) -> None:
+        self._stop = None
+        peer = self.proto.peerHost()
+        if failure.check(SpliceUnsupported) and self.error is None:
+            self._arm()
+            transport.startReading()  # the usual way
+            return
+        if failure.check(StoreError):
+            self.upload = None  # removed by the store
+            self.proto.book.refuse("FTP", peer, str(failure.value))
+            self.abort(InsufficientStorage() if failure.check(NoSpace) else ExceededStorage())
+        elif failure.check(SpliceIdle):
+            self.proto.book.refuse("FTP", peer, "data connection idle too long")
+            self.abort(TransferAborted())
+        elif failure.check(SpliceStopped):
+            self.abort(self.error or TransferAborted())
+        else:
+            self.proto.log.info(
+                "FTP receiver: upload from {peer} cut off: {why}",
+                peer=peer,
+                why=cut(str(failure.value)),
+            )
+            self.abort(TransferAborted())
+
+    def _failUpload(self) -> None:
         if self.upload is not None:
             self.upload.fail()
             self.upload = None
+
+    def abort(self, error: ftp.FTPCmdError) -> None:
+        self._disarm()
         if self.error is None:
             self.error = error
+        if self._stop is not None:
+            # a disk thread still reads the socket and writes the file: both
+            # are closed once it stopped (within 0.2 s), never under it
+            self._stop.set()
+            return
+        self._failUpload()
         dtp = self.proto.dtpInstance
         if dtp is not None and dtp.transport is not None:
             dtp.transport.loseConnection()
@@ -289,6 +354,7 @@ class UploadFTP(ftp.FTP):
             dtp: Any = self.dtpInstance
             done: Deferred[None] = dtp.registerConsumer(file.consumer)
             if dtp.isConnected:
+                file.consumer.splice(dtp)
                 self.reply(ftp.DATA_CNX_ALREADY_OPEN_START_XFR)
             else:
                 self.reply(ftp.FILE_STATUS_OK_OPEN_DATA_CNX)
@@ -339,6 +405,8 @@ class FtpReceiver(ftp.FTPFactory):
         self.book = book
         self.store = store
         self.clock = clock
+        #: receive files in the kernel where it can (L{rcp.receivers.disk.SPLICE})
+        self.splice = SPLICE
         self.timeOut = cast(Any, idleTimeout)
         self.dataTimeout = dataTimeout
         self.welcomeMessage = "rcp receiver ready (upload only)"

@@ -85,12 +85,14 @@ class ReceiverService(MultiService):
         super().startService()
 
     def _stopPool(self) -> None:
+        self.store.stopSplicing()
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.stop()  # the writes in progress end first
 
     def stopService(self) -> Deferred[None]:
         self.receivers.book.stop()
+        self.store.stopSplicing()
         stopped: Deferred[None] = maybeDeferred(super().stopService)
 
         def poolStopped(result: object) -> object:

@@ -7,6 +7,7 @@ free space kept; firmware images that can be read while they are written.
 from __future__ import annotations
 
 import os
+import threading
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,14 @@ from zope.interface import implementer
 
 from ..aggregator.ports import IImageWriter
 from ..logtext import cut
-from .disk import DiskWriter, Run, inline
+from .disk import (
+    DiskWriter,
+    Run,
+    SpliceNoRoom,
+    SpliceTooLarge,
+    inline,
+    spliceInto,
+)
 from .grants import Grant
 
 #: the longest file name kept, in bytes of UTF-8 (most file systems allow 255)
@@ -98,6 +106,54 @@ class IncomingFile:
         self.size += len(data)
         self.grant.received += len(data)
 
+    def spliceFrom(self, source: int, idle: float, stop: threading.Event) -> Deferred[int]:
+        """
+        Receive the rest of the file from the socket C{source} in the kernel
+        (L{rcp.receivers.disk.spliceInto}), after the bytes already written;
+        the result is the number of bytes moved.  A limit is a L{StoreError}
+        (the file removed), like L{write}'s; L{SpliceUnsupported} when nothing
+        could be moved (receive the usual way); L{SpliceIdle},
+        L{SpliceStopped} or L{OSError} when the transfer ends early.
+        """
+        writer = self.writer
+        if writer is None:
+            return fail(StoreError("file already closed"))
+        fd = writer.fd
+        assert fd is not None
+        limit = self.grant.remaining() if self.grant.maxBytes > 0 else 2**62
+        store = self.store
+
+        def move(_: None) -> Deferred[int]:
+            store.splicing.add(stop)
+            d = store.run(lambda: spliceInto(source, fd, limit, store.hasRoom, idle, stop))
+
+            def ended(result: object) -> object:
+                store.splicing.discard(stop)
+                return result
+
+            return d.addBoth(ended)
+
+        def moved(count: int) -> int:
+            self.size += count
+            self.grant.received += count
+            return count
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(SpliceTooLarge):
+                self.fail()
+                return Failure(
+                    TooLarge(f"more than {self.grant.maxBytes} bytes for {self.grant.describe()}")
+                )
+            if failure.check(SpliceNoRoom):
+                self.fail()
+                why = str(failure.value)
+                if not why.startswith("writing failed"):
+                    why = f"less than {store.minFreeBytes} bytes would be left free"
+                return Failure(NoSpace(why))
+            return failure
+
+        return writer.drained().addCallback(move).addCallbacks(moved, failed)
+
     def finish(self) -> Deferred[str]:
         """
         The file is complete: once it is on disk, it is listed in the
@@ -160,6 +216,8 @@ class Store:
         run: Run = inline,
     ) -> None:
         self.run = run
+        #: the stop signals of receptions in progress in the kernel
+        self.splicing: set[threading.Event] = set()
         self.directory = Path(directory)
         self.minFreeBytes = minFreeBytes
         self._free = free
@@ -167,6 +225,11 @@ class Store:
         self.images = self.directory / "images"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.images.mkdir(parents=True, exist_ok=True)
+
+    def stopSplicing(self) -> None:
+        """End every reception in progress (the service stops)."""
+        for stop in self.splicing:
+            stop.set()
 
     def hasRoom(self, size: int) -> bool:
         return self._free(str(self.directory)) - size >= self.minFreeBytes
