@@ -18,6 +18,11 @@ A connection is admitted once its first message arrives (after the
 handshake); from then on the guard only passes bytes through.  The
 protocol inside learns nothing of the guard except through L{IAdmission},
 which L{admissionOf} finds on its transport chain.
+
+The protocol inside (TLS, the RPC protocol and its buffers: some 150 KiB
+a connection) is built only when the peer's first bytes arrive, so an idle
+socket costs a few KiB until it is closed.  Neither a TLS server nor an RPC
+server speaks first, so nothing is sent later than before.
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ from typing import Any
 
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import Interface, directlyProvides, implementer, providedBy
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +94,32 @@ _ADMITTED = "admitted"
 
 @implementer(IAdmission)
 class GuardProtocol(ProtocolWrapper):
-    factory: GuardFactory
+    """
+    One connection's guard.  Its C{wrappedProtocol} is L{None} until the
+    peer's first bytes arrive; then the wrapped factory builds it (a refusal
+    closes the connection).
+    """
 
-    def __init__(self, factory: GuardFactory, wrappedProtocol: Any) -> None:
-        super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
+    factory: GuardFactory
+    wrappedProtocol: Any
+
+    def __init__(self, factory: GuardFactory, addr: IAddress) -> None:
+        super().__init__(factory, None)  # type: ignore[arg-type]
+        self.addr = addr
         self.stage = _HANDSHAKE if factory.tls else _FIRST
         self._timer: IDelayedCall | None = None
         self._closedFor: str | None = None
+        self._refused = False
+
+    def logPrefix(self) -> str:
+        if self.wrappedProtocol is None:
+            return self.__class__.__name__
+        prefix: str = super().logPrefix()
+        return prefix
+
+    def makeConnection(self, transport: Any) -> None:
+        # the wrapped protocol is connected when it is built (L{_build})
+        Protocol.makeConnection(self, transport)
 
     def connectionMade(self) -> None:
         limits = self.factory.limits
@@ -103,7 +127,31 @@ class GuardProtocol(ProtocolWrapper):
             limits.handshakeTimeout if self.stage == _HANDSHAKE else limits.firstRequestTimeout
         )
         self._timer = self.factory.clock.callLater(timeout, self._expired)
-        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.wrappedProtocol is None and not self._build():
+            return
+        self.wrappedProtocol.dataReceived(data)
+
+    def _build(self) -> bool:
+        """Build and connect the wrapped protocol; C{False}: refused, closed."""
+        if self._closedFor is not None or self._refused:
+            return False
+        wrapped = self.factory.wrappedFactory.buildProtocol(self.addr)
+        if wrapped is None:
+            # the wrapped factory refuses (it is closing): as if at accept
+            self._refused = True
+            self._cancelTimer()
+            self.factory.refused(self)
+            transport: Any = self.transport
+            if transport is not None:
+                transport.abortConnection()
+            return False
+        self.wrappedProtocol = wrapped
+        # the wrapped protocol sees the interfaces of the real transport
+        directlyProvides(self, providedBy(self.transport))
+        wrapped.makeConnection(self)
+        return True
 
     def handshakeCompleted(self) -> None:
         if self.stage != _HANDSHAKE:
@@ -133,9 +181,12 @@ class GuardProtocol(ProtocolWrapper):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelTimer()
         self.factory.forget(self)
+        wrapped, self.wrappedProtocol = self.wrappedProtocol, None
+        if wrapped is None:
+            return  # the peer never sent a byte: nothing was built
         if self._closedFor is not None:
             reason = Failure(GuardClosed(self._closedFor))
-        super().connectionLost(reason)
+        wrapped.connectionLost(reason)
 
     def _expired(self) -> None:
         self._timer = None
@@ -193,15 +244,12 @@ class GuardFactory(WrappingFactory):
         return len(self._waiting)
 
     def buildProtocol(self, addr: IAddress) -> GuardProtocol | None:  # type: ignore[override]
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None  # the wrapped factory refuses: so do we
         while len(self._waiting) >= self.limits.maxUnauthenticated:
             oldest = next(iter(self._waiting))
             oldest.close(
                 f"the oldest of {self.limits.maxUnauthenticated} unauthenticated connections"
             )
-        proto = GuardProtocol(self, wrapped)
+        proto = GuardProtocol(self, addr)
         self._waiting[proto] = None
         return proto
 
@@ -212,6 +260,10 @@ class GuardFactory(WrappingFactory):
         pass
 
     def admitted(self, proto: GuardProtocol) -> None:
+        self._waiting.pop(proto, None)
+
+    def refused(self, proto: GuardProtocol) -> None:
+        """The wrapped factory built no protocol for C{proto}: it is closed."""
         self._waiting.pop(proto, None)
 
     def forget(self, proto: GuardProtocol) -> None:
