@@ -10,11 +10,12 @@ import ssl
 import tracemalloc
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.logger import Logger
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -274,12 +275,16 @@ def _clientHello() -> bytes:
     return outgoing.read()
 
 
-class CostTests(SynchronousTestCase):
+class TlsGuardTests(SynchronousTestCase):
     """
-    Python memory (tracemalloc) of connections that are not admitted, behind
-    real TLS.  A flood opens thousands of them; before the inner protocol was
-    built lazily each cost some 150 KiB (the RPC framer's unpacker alone
-    over 100 KiB), freed only by the cyclic garbage collector.
+    The guard before real TLS (OpenSSL in memory, a L{Clock}): the memory a
+    connection costs before its admission, and what is logged when the
+    guard closes one.
+
+    The memory is Python's (tracemalloc).  A flood opens thousands of such
+    connections; before the inner protocol was built lazily each cost some
+    150 KiB (the RPC framer's unpacker alone over 100 KiB), freed only by
+    the cyclic garbage collector.
     """
 
     COUNT = 200
@@ -295,9 +300,45 @@ class CostTests(SynchronousTestCase):
         self.factory = GuardFactory(
             self.clock,
             tls.serverFactory(credentials, RpcFactory(self.clock)),
-            GuardLimits(maxUnauthenticated=self.COUNT),
+            GuardLimits(handshakeTimeout=5, maxUnauthenticated=self.COUNT),
             tls=True,
         )
+        self.events = EventLoggingObserver()
+        globalLogPublisher.addObserver(self.events)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events)
+
+    def texts(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def begin(self, port: int = 1) -> tuple[GuardProtocol, _Transport]:
+        """A connection whose client has sent its ClientHello."""
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", port))
+        assert proto is not None
+        transport = _Transport(port)
+        transport.protocol = proto
+        proto.makeConnection(transport)
+        proto.dataReceived(_clientHello())
+        return proto, transport
+
+    def test_handshakeCutShortByTheGuard(self) -> None:
+        """
+        The guard's deadline ends handshakes begun: TLS passes on its own
+        reason, yet only the guard's counted lines are logged.
+        """
+        for port in range(3):
+            self.begin(port)
+        self.clock.advance(5)
+        self.clock.advance(10)
+        texts = self.texts()
+        self.assertEqual([t for t in texts if "TLS handshake failed" in t], [])
+        self.assertEqual(len([t for t in texts if "unauthenticated connection" in t]), 2)
+        self.assertIn("closed 2 unauthenticated connection(s)", texts[-1])
+
+    def test_handshakeCutShortByThePeerIsLogged(self) -> None:
+        proto, _ = self.begin()
+        proto.connectionLost(Failure(ConnectionLost("gone")))
+        [text] = [t for t in self.texts() if "TLS handshake failed" in t]
+        self.assertIn("192.0.2.1:1", text)
 
     def perConnection(
         self, first: bytes

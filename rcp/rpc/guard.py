@@ -38,7 +38,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import Interface, directlyProvides, implementer, providedBy
+from zope.interface import Attribute, Interface, directlyProvides, implementer, providedBy
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,11 @@ class GuardClosed(ConnectionAborted):
 
 class IAdmission(Interface):
     """The guard of one connection, told how far the peer has come."""
+
+    closedFor: str | None = Attribute(
+        "Why the guard closed this connection before its admission, or None."
+        " (TLS passes its own reason for a handshake cut short, not GuardClosed.)"
+    )
 
     def handshakeCompleted() -> None:
         """The TLS handshake is done: the peer showed a valid certificate."""
@@ -108,7 +113,7 @@ class GuardProtocol(ProtocolWrapper):
         self.addr = addr
         self.stage = _HANDSHAKE if factory.tls else _FIRST
         self._timer: IDelayedCall | None = None
-        self._closedFor: str | None = None
+        self.closedFor: str | None = None
         self._refused = False
 
     def logPrefix(self) -> str:
@@ -135,7 +140,7 @@ class GuardProtocol(ProtocolWrapper):
 
     def _build(self) -> bool:
         """Build and connect the wrapped protocol; C{False}: refused, closed."""
-        if self._closedFor is not None or self._refused:
+        if self.closedFor is not None or self._refused:
             return False
         wrapped = self.factory.wrappedFactory.buildProtocol(self.addr)
         if wrapped is None:
@@ -169,9 +174,9 @@ class GuardProtocol(ProtocolWrapper):
 
     def close(self, why: str) -> None:
         """Close this connection at once, before its admission."""
-        if self._closedFor is not None:
+        if self.closedFor is not None:
             return
-        self._closedFor = why
+        self.closedFor = why
         self._cancelTimer()
         self.factory.closed(self, why)
         transport: Any = self.transport
@@ -184,8 +189,8 @@ class GuardProtocol(ProtocolWrapper):
         wrapped, self.wrappedProtocol = self.wrappedProtocol, None
         if wrapped is None:
             return  # the peer never sent a byte: nothing was built
-        if self._closedFor is not None:
-            reason = Failure(GuardClosed(self._closedFor))
+        if self.closedFor is not None:
+            reason = Failure(GuardClosed(self.closedFor))
         wrapped.connectionLost(reason)
 
     def _expired(self) -> None:
