@@ -63,6 +63,17 @@ class _RecordingFactory(RpcFactory):
         return proto
 
 
+class _Refusing(RpcFactory):
+    """Refuses every connection, and records for whom."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.asked: list[object] = []
+
+    def buildProtocol(self, addr: object) -> None:  # type: ignore[override]
+        self.asked.append(addr)
+
+
 class GuardTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -85,27 +96,25 @@ class GuardTests(SynchronousTestCase):
 
     def test_firstRequestDeadline(self) -> None:
         factory = self.guard()
-        proto, transport = self.connect(factory)
+        _, transport = self.connect(factory)
         self.clock.advance(9.9)
         self.assertFalse(transport.aborted)
         self.clock.advance(0.1)
         self.assertTrue(transport.aborted)
         self.assertEqual(factory.waiting, 0)
-        # the peer sent nothing: nothing inside was built, nothing is told
-        self.assertEqual(self.built, [])
-        self.assertIsNone(proto.wrappedProtocol)
-
-    def test_firstRequestDeadlineAfterSomeBytes(self) -> None:
-        factory = self.guard()
-        proto, transport = self.connect(factory)
-        proto.dataReceived(wire.encodeRequest(1, "ping", [])[:1])
-        self.clock.advance(10)
-        self.assertTrue(transport.aborted)
         [reason] = self.lost
         self.assertTrue(reason.check(GuardClosed))
         self.assertIn("no request within 10 s", str(reason.value))
 
-    def test_nothingIsBuiltBeforeTheFirstBytes(self) -> None:
+    def test_plainIsBuiltAtOnce(self) -> None:
+        """On a plain link the protocol inside is made with the connection."""
+        factory = self.guard()
+        proto, _ = self.connect(factory)
+        [inner] = self.built
+        self.assertIs(proto.wrappedProtocol, inner)
+        self.assertEqual(self.served, [inner])  # it reports the connection
+
+    def test_tlsIsBuiltAtTheFirstBytes(self) -> None:
         factory = self.guard(tls=True)
         proto, transport = self.connect(factory)
         self.assertEqual(self.built, [])
@@ -119,12 +128,21 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(inner.peer, "192.0.2.1:1")
         self.assertIn(b"pong", transport.value())
 
+    def test_idleTlsConnectionIsClosedWithNothingBuilt(self) -> None:
+        factory = self.guard(tls=True)
+        proto, transport = self.connect(factory)
+        self.clock.advance(5)
+        self.assertTrue(transport.aborted)
+        self.assertEqual(factory.waiting, 0)
+        self.assertEqual(self.built, [])
+        self.assertIsNone(proto.wrappedProtocol)
+
     def test_innerProtocolSeesTheTransportsInterfaces(self) -> None:
-        factory = self.guard()
-        proto, _ = self.connect(factory)
-        proto.dataReceived(wire.encodeRequest(1, "ping", []))
-        self.assertTrue(ITransport.providedBy(proto))
-        self.assertTrue(IAdmission.providedBy(proto))
+        for secure in (False, True):
+            proto, _ = self.connect(self.guard(tls=secure))
+            proto.dataReceived(wire.encodeRequest(1, "ping", []))
+            self.assertTrue(ITransport.providedBy(proto))
+            self.assertTrue(IAdmission.providedBy(proto))
 
     def test_firstRequestAdmits(self) -> None:
         factory = self.guard()
@@ -168,7 +186,6 @@ class GuardTests(SynchronousTestCase):
         factory = self.guard()
         connections = [self.connect(factory, port) for port in range(1, 4)]
         self.assertEqual(factory.waiting, 3)
-        connections[0][0].dataReceived(b"\x94")  # begun, still waiting
         # an admitted connection does not count
         connections[1][0].dataReceived(wire.encodeRequest(1, "ping", []))
         self.connect(factory, 4)
@@ -180,7 +197,7 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(factory.waiting, 3)
 
     def test_lostConnectionIsForgotten(self) -> None:
-        factory = self.guard()
+        factory = self.guard(tls=True)
         proto, _ = self.connect(factory)
         proto.connectionLost(Failure(ConnectionError("gone")))
         self.assertEqual(factory.waiting, 0)
@@ -190,7 +207,6 @@ class GuardTests(SynchronousTestCase):
     def test_lostConnectionIsPassedOn(self) -> None:
         factory = self.guard()
         proto, _ = self.connect(factory)
-        proto.dataReceived(b"\x94")
         proto.connectionLost(Failure(ConnectionError("gone")))
         self.assertEqual(factory.waiting, 0)
         [reason] = self.lost
@@ -203,6 +219,7 @@ class GuardTests(SynchronousTestCase):
             self.clock,
             _RecordingFactory(self.clock, MethodRegistry(), self),
             LIMITS,
+            tls=True,
             released=lambda: released.append(None),
         )
         idle, _ = self.connect(factory, 1)
@@ -230,20 +247,20 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
     def test_refusalOfTheWrappedFactoryIsKept(self) -> None:
-        """
-        The wrapped factory is asked at the peer's first bytes: a refusal
-        then closes the connection, as it would have at accept, and is not
-        one of the guard's closures.
-        """
-        asked: list[object] = []
+        factory = GuardFactory(self.clock, _Refusing(self.clock), LIMITS)
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1)))
+        self.assertEqual(factory.waiting, 0)
 
-        class Refusing(RpcFactory):
-            def buildProtocol(self, addr: object) -> None:  # type: ignore[override]
-                asked.append(addr)
-                return None
-
+    def test_refusalBehindTlsAtTheFirstBytes(self) -> None:
+        """
+        Behind TLS the wrapped factory is asked at the peer's first bytes:
+        a refusal then closes the connection, as it would have at accept,
+        and is not one of the guard's closures.
+        """
+        refusing = _Refusing(self.clock)
+        asked = refusing.asked
         events: list[dict[str, object]] = []
-        factory = GuardFactory(self.clock, Refusing(self.clock), LIMITS)
+        factory = GuardFactory(self.clock, refusing, LIMITS, tls=True)
         factory.log = Logger(observer=events.append)  # type: ignore[arg-type]
         proto, transport = self.connect(factory)
         self.assertEqual(asked, [])

@@ -19,10 +19,14 @@ handshake); from then on the guard only passes bytes through.  The
 protocol inside learns nothing of the guard except through L{IAdmission},
 which L{admissionOf} finds on its transport chain.
 
-The protocol inside (TLS, the RPC protocol and its buffers: some 150 KiB
-a connection) is built only when the peer's first bytes arrive, so an idle
-socket costs a few KiB until it is closed.  Neither a TLS server nor an RPC
-server speaks first, so nothing is sent later than before.
+Behind TLS, the protocol inside (OpenSSL's connection, the RPC protocol:
+some 50 KiB a connection, 150 KiB before the RPC framer made its buffer
+lazily) is built only when the peer's first bytes arrive, so an idle socket
+costs a few KiB until it is closed.  A TLS server says nothing before the
+client's hello, and the protocol above TLS hears of a connection only once
+the handshake is done, so nothing changes for a peer that does send.  On a
+plain link the protocol inside is made at once: it reports the connection
+as it is made.
 """
 
 from __future__ import annotations
@@ -100,16 +104,16 @@ _ADMITTED = "admitted"
 @implementer(IAdmission)
 class GuardProtocol(ProtocolWrapper):
     """
-    One connection's guard.  Its C{wrappedProtocol} is L{None} until the
-    peer's first bytes arrive; then the wrapped factory builds it (a refusal
-    closes the connection).
+    One connection's guard.  Behind TLS its C{wrappedProtocol} is L{None}
+    until the peer's first bytes arrive; then the wrapped factory builds it
+    (a refusal closes the connection).
     """
 
     factory: GuardFactory
     wrappedProtocol: Any
 
-    def __init__(self, factory: GuardFactory, addr: IAddress) -> None:
-        super().__init__(factory, None)  # type: ignore[arg-type]
+    def __init__(self, factory: GuardFactory, addr: IAddress, wrappedProtocol: Any = None) -> None:
+        super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
         self.addr = addr
         self.stage = _HANDSHAKE if factory.tls else _FIRST
         self._timer: IDelayedCall | None = None
@@ -123,8 +127,9 @@ class GuardProtocol(ProtocolWrapper):
         return prefix
 
     def makeConnection(self, transport: Any) -> None:
-        # the wrapped protocol is connected when it is built (L{_build})
         Protocol.makeConnection(self, transport)
+        if self.wrappedProtocol is not None:
+            self._connectWrapped()
 
     def connectionMade(self) -> None:
         limits = self.factory.limits
@@ -153,10 +158,13 @@ class GuardProtocol(ProtocolWrapper):
                 transport.abortConnection()
             return False
         self.wrappedProtocol = wrapped
+        self._connectWrapped()
+        return True
+
+    def _connectWrapped(self) -> None:
         # the wrapped protocol sees the interfaces of the real transport
         directlyProvides(self, providedBy(self.transport))
-        wrapped.makeConnection(self)
-        return True
+        self.wrappedProtocol.makeConnection(self)
 
     def handshakeCompleted(self) -> None:
         if self.stage != _HANDSHAKE:
@@ -249,12 +257,18 @@ class GuardFactory(WrappingFactory):
         return len(self._waiting)
 
     def buildProtocol(self, addr: IAddress) -> GuardProtocol | None:  # type: ignore[override]
+        wrapped = None
+        if not self.tls:
+            # plain: made at once (behind TLS: at the peer's first bytes)
+            wrapped = self.wrappedFactory.buildProtocol(addr)
+            if wrapped is None:
+                return None  # the wrapped factory refuses: so do we
         while len(self._waiting) >= self.limits.maxUnauthenticated:
             oldest = next(iter(self._waiting))
             oldest.close(
                 f"the oldest of {self.limits.maxUnauthenticated} unauthenticated connections"
             )
-        proto = GuardProtocol(self, addr)
+        proto = GuardProtocol(self, addr, wrapped)
         self._waiting[proto] = None
         return proto
 
