@@ -137,7 +137,3 @@ class FloodTests(TestCase):
         self.assertLess(
             peak - start, 20 << 20, f"agent grew from {start >> 20} MB to {peak >> 20} MB"
         )
-
-    test_controllerSynchronisesThroughAFlood.todo = (  # type: ignore[attr-defined]
-        "memory: the agent still grows by about 50 MB during the flood (sync within 5 s passes)"
-    )

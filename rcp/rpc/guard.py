@@ -18,6 +18,15 @@ A connection is admitted once its first message arrives (after the
 handshake); from then on the guard only passes bytes through.  The
 protocol inside learns nothing of the guard except through L{IAdmission},
 which L{admissionOf} finds on its transport chain.
+
+Behind TLS, the protocol inside (OpenSSL's connection, the RPC protocol:
+some 50 KiB a connection, 150 KiB before the RPC framer made its buffer
+lazily) is built only when the peer's first bytes arrive, so an idle socket
+costs a few KiB until it is closed.  A TLS server says nothing before the
+client's hello, and the protocol above TLS hears of a connection only once
+the handshake is done, so nothing changes for a peer that does send.  On a
+plain link the protocol inside is made at once: it reports the connection
+as it is made.
 """
 
 from __future__ import annotations
@@ -29,11 +38,11 @@ from typing import Any
 
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, directlyProvides, implementer, providedBy
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,11 @@ class GuardClosed(ConnectionAborted):
 
 class IAdmission(Interface):
     """The guard of one connection, told how far the peer has come."""
+
+    closedFor: str | None = Attribute(
+        "Why the guard closed this connection before its admission, or None."
+        " (TLS passes its own reason for a handshake cut short, not GuardClosed.)"
+    )
 
     def handshakeCompleted() -> None:
         """The TLS handshake is done: the peer showed a valid certificate."""
@@ -89,13 +103,33 @@ _ADMITTED = "admitted"
 
 @implementer(IAdmission)
 class GuardProtocol(ProtocolWrapper):
-    factory: GuardFactory
+    """
+    One connection's guard.  Behind TLS its C{wrappedProtocol} is L{None}
+    until the peer's first bytes arrive; then the wrapped factory builds it
+    (a refusal closes the connection).
+    """
 
-    def __init__(self, factory: GuardFactory, wrappedProtocol: Any) -> None:
+    factory: GuardFactory
+    wrappedProtocol: Any
+
+    def __init__(self, factory: GuardFactory, addr: IAddress, wrappedProtocol: Any = None) -> None:
         super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
+        self.addr = addr
         self.stage = _HANDSHAKE if factory.tls else _FIRST
         self._timer: IDelayedCall | None = None
-        self._closedFor: str | None = None
+        self.closedFor: str | None = None
+        self._refused = False
+
+    def logPrefix(self) -> str:
+        if self.wrappedProtocol is None:
+            return self.__class__.__name__
+        prefix: str = super().logPrefix()
+        return prefix
+
+    def makeConnection(self, transport: Any) -> None:
+        Protocol.makeConnection(self, transport)
+        if self.wrappedProtocol is not None:
+            self._connectWrapped()
 
     def connectionMade(self) -> None:
         limits = self.factory.limits
@@ -103,7 +137,34 @@ class GuardProtocol(ProtocolWrapper):
             limits.handshakeTimeout if self.stage == _HANDSHAKE else limits.firstRequestTimeout
         )
         self._timer = self.factory.clock.callLater(timeout, self._expired)
-        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.wrappedProtocol is None and not self._build():
+            return
+        self.wrappedProtocol.dataReceived(data)
+
+    def _build(self) -> bool:
+        """Build and connect the wrapped protocol; C{False}: refused, closed."""
+        if self.closedFor is not None or self._refused:
+            return False
+        wrapped = self.factory.wrappedFactory.buildProtocol(self.addr)
+        if wrapped is None:
+            # the wrapped factory refuses (it is closing): as if at accept
+            self._refused = True
+            self._cancelTimer()
+            self.factory.refused(self)
+            transport: Any = self.transport
+            if transport is not None:
+                transport.abortConnection()
+            return False
+        self.wrappedProtocol = wrapped
+        self._connectWrapped()
+        return True
+
+    def _connectWrapped(self) -> None:
+        # the wrapped protocol sees the interfaces of the real transport
+        directlyProvides(self, providedBy(self.transport))
+        self.wrappedProtocol.makeConnection(self)
 
     def handshakeCompleted(self) -> None:
         if self.stage != _HANDSHAKE:
@@ -121,9 +182,9 @@ class GuardProtocol(ProtocolWrapper):
 
     def close(self, why: str) -> None:
         """Close this connection at once, before its admission."""
-        if self._closedFor is not None:
+        if self.closedFor is not None:
             return
-        self._closedFor = why
+        self.closedFor = why
         self._cancelTimer()
         self.factory.closed(self, why)
         transport: Any = self.transport
@@ -133,9 +194,12 @@ class GuardProtocol(ProtocolWrapper):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelTimer()
         self.factory.forget(self)
-        if self._closedFor is not None:
-            reason = Failure(GuardClosed(self._closedFor))
-        super().connectionLost(reason)
+        wrapped, self.wrappedProtocol = self.wrappedProtocol, None
+        if wrapped is None:
+            return  # the peer never sent a byte: nothing was built
+        if self.closedFor is not None:
+            reason = Failure(GuardClosed(self.closedFor))
+        wrapped.connectionLost(reason)
 
     def _expired(self) -> None:
         self._timer = None
@@ -193,15 +257,18 @@ class GuardFactory(WrappingFactory):
         return len(self._waiting)
 
     def buildProtocol(self, addr: IAddress) -> GuardProtocol | None:  # type: ignore[override]
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None  # the wrapped factory refuses: so do we
+        wrapped = None
+        if not self.tls:
+            # plain: made at once (behind TLS: at the peer's first bytes)
+            wrapped = self.wrappedFactory.buildProtocol(addr)
+            if wrapped is None:
+                return None  # the wrapped factory refuses: so do we
         while len(self._waiting) >= self.limits.maxUnauthenticated:
             oldest = next(iter(self._waiting))
             oldest.close(
                 f"the oldest of {self.limits.maxUnauthenticated} unauthenticated connections"
             )
-        proto = GuardProtocol(self, wrapped)
+        proto = GuardProtocol(self, addr, wrapped)
         self._waiting[proto] = None
         return proto
 
@@ -212,6 +279,10 @@ class GuardFactory(WrappingFactory):
         pass
 
     def admitted(self, proto: GuardProtocol) -> None:
+        self._waiting.pop(proto, None)
+
+    def refused(self, proto: GuardProtocol) -> None:
+        """The wrapped factory built no protocol for C{proto}: it is closed."""
         self._waiting.pop(proto, None)
 
     def forget(self, proto: GuardProtocol) -> None:

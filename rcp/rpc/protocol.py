@@ -278,8 +278,8 @@ class RpcProtocol(Protocol):
             self._watchPartialFrame(progress=bool(frames))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._admission = None
-        if reason.check(GuardClosed):
+        admission, self._admission = self._admission, None
+        if reason.check(GuardClosed) or (admission is not None and admission.closedFor):
             pass  # the guard counts these into its own log lines
         elif self._tls and not self._handshakeDone:
             self.log.warn(

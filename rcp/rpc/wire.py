@@ -103,12 +103,10 @@ class Framer:
 
     def __init__(self, maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._max = maxMessageSize
-        # read_size: start small and grow only for large messages (msgpack
-        # would otherwise allocate and touch the whole limit per connection)
-        self._skipper = msgpack.Unpacker(
-            max_buffer_size=maxMessageSize + _READ_SLACK,
-            read_size=min(_INITIAL_BUFFER, maxMessageSize + _READ_SLACK),
-        )
+        # made at the first bytes: an unpacker costs some 100 KiB, and a
+        # connection that never sends (an idle socket, a TLS handshake that
+        # does not finish) should not pay it
+        self._unpacker: msgpack.Unpacker | None = None
         self._buffer = bytearray()
         # skipper.tell() of the first byte in _buffer
         self._base = 0
@@ -119,6 +117,17 @@ class Framer:
     def pending(self) -> int:
         """Bytes of a message that has started but not finished."""
         return len(self._buffer)
+
+    @property
+    def _skipper(self) -> msgpack.Unpacker:
+        if self._unpacker is None:
+            # read_size: start small and grow only for large messages (msgpack
+            # would otherwise allocate and touch the whole limit per connection)
+            self._unpacker = msgpack.Unpacker(
+                max_buffer_size=self._max + _READ_SLACK,
+                read_size=min(_INITIAL_BUFFER, self._max + _READ_SLACK),
+            )
+        return self._unpacker
 
     def feed(self, data: bytes) -> list[bytes]:
         """
@@ -140,19 +149,20 @@ class Framer:
         return frames
 
     def _feedSlice(self, data: bytes, frames: list[bytes]) -> None:
+        skipper = self._skipper
         try:
-            self._skipper.feed(data)
+            skipper.feed(data)
         except msgpack.BufferFull:
             raise FramingError(f"message larger than the limit of {self._max} bytes") from None
         self._fed += len(data)
         if not self._buffer:
-            self._cutWhole(data, frames)
+            self._cutWhole(skipper, data, frames)
             return
         self._buffer += data
         start = 0
-        while self._skipper.tell() < self._fed:
+        while skipper.tell() < self._fed:
             try:
-                self._skipper.skip()
+                skipper.skip()
             except msgpack.OutOfData:
                 break
             except ValueError as e:
@@ -160,7 +170,7 @@ class Framer:
                 # (FormatError), nesting too deep (StackError) and declared
                 # lengths beyond its limits.
                 raise FramingError(f"not a msgpack stream ({_describe(e)})") from None
-            end = self._skipper.tell() - self._base
+            end = skipper.tell() - self._base
             if end - start > self._max:
                 raise FramingError(
                     f"message of {end - start} bytes is larger than the limit of {self._max} bytes"
@@ -173,11 +183,10 @@ class Framer:
         if len(self._buffer) > self._max:
             raise FramingError(f"message larger than the limit of {self._max} bytes")
 
-    def _cutWhole(self, data: bytes, frames: list[bytes]) -> None:
+    def _cutWhole(self, skipper: msgpack.Unpacker, data: bytes, frames: list[bytes]) -> None:
         # Same as the general case, with offsets into data itself.
         start = 0
         base = self._base
-        skipper = self._skipper
         while skipper.tell() < self._fed:
             try:
                 skipper.skip()
