@@ -6,16 +6,28 @@ thread, the source paused while too many wait, errors kept for the end.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
+from unittest import skipIf
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from rcp.receivers.disk import DiskWriter, writeAll
+from rcp.receivers.disk import (
+    SPLICE,
+    DiskWriter,
+    SpliceIdle,
+    SpliceNoRoom,
+    SpliceStopped,
+    SpliceTooLarge,
+    SpliceUnsupported,
+    spliceInto,
+    writeAll,
+)
 
 
 class Later:
@@ -138,3 +150,117 @@ class WriteAllTests(SynchronousTestCase):
         writeAll(w, chunks)
         reader.join(10)
         self.assertEqual(bytes(received), b"".join(chunks))
+
+
+def _tcpPair() -> tuple[socket.socket, socket.socket]:
+    """Two ends of a TCP connection on loopback; the receiving one non-blocking."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        sender = socket.create_connection(server.getsockname())
+        receiver, _ = server.accept()
+    receiver.setblocking(False)
+    return sender, receiver
+
+
+@skipIf(not SPLICE, "no splice(2) here")
+class SpliceTests(SynchronousTestCase):
+    """L{spliceInto}, in a thread of the test, over a real TCP connection."""
+
+    def setUp(self) -> None:
+        self.sender, self.receiver = _tcpPair()
+        self.addCleanup(self.sender.close)
+        self.addCleanup(self.receiver.close)
+        self.path = self.mktemp()
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        self.addCleanup(os.close, self.fd)
+        self.stop = threading.Event()
+
+    def splice(
+        self, limit: int = 10**9, room: Callable[[int], bool] = lambda n: True, idle: float = 5
+    ) -> Any:
+        result: list[Any] = []
+
+        def run() -> None:
+            try:
+                result.append(
+                    spliceInto(self.receiver.fileno(), self.fd, limit, room, idle, self.stop)
+                )
+            except BaseException as e:
+                result.append(e)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        return thread, result
+
+    def test_everyByteInOrder(self) -> None:
+        data = os.urandom(3_000_000)
+        thread, result = self.splice()
+        os.write(self.fd, b"head")  # bytes written before stay first
+        self.sender.sendall(data)
+        self.sender.close()
+        thread.join(10)
+        self.assertEqual(result, [len(data)])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"head" + data)
+
+    def test_tooLarge(self) -> None:
+        thread, result = self.splice(limit=1000)
+        self.sender.sendall(b"x" * 1001)
+        thread.join(10)
+        self.assertIsInstance(result[0], SpliceTooLarge)
+
+    def test_noRoom(self) -> None:
+        asked: list[int] = []
+
+        def room(n: int) -> bool:
+            asked.append(n)
+            return False
+
+        thread, result = self.splice(room=room)
+        self.sender.sendall(b"x" * 100)
+        thread.join(10)
+        self.assertIsInstance(result[0], SpliceNoRoom)
+        self.assertEqual(os.path.getsize(self.path), 0)
+        self.assertTrue(asked)
+
+    def test_writeFailsAsNoRoom(self) -> None:
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDONLY)  # not writable: the file side fails
+        thread, result = self.splice()
+        self.sender.sendall(b"x" * 100)
+        thread.join(10)
+        self.assertIsInstance(result[0], SpliceNoRoom)
+        self.assertIn("writing failed", str(result[0]))
+
+    def test_idle(self) -> None:
+        thread, result = self.splice(idle=0.4)
+        self.sender.sendall(b"abc")
+        thread.join(10)
+        self.assertIsInstance(result[0], SpliceIdle)
+
+    def test_stopped(self) -> None:
+        thread, result = self.splice()
+        self.stop.set()
+        thread.join(2)
+        self.assertFalse(thread.is_alive())
+        self.assertIsInstance(result[0], SpliceStopped)
+
+    def test_unsupportedSource(self) -> None:
+        """A source the kernel cannot splice: nothing moved, read it the usual way."""
+        directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        self.addCleanup(os.close, directory)
+        self.assertRaises(
+            SpliceUnsupported, spliceInto, directory, self.fd, 10, lambda n: True, 1, self.stop
+        )
+
+    def test_connectionReset(self) -> None:
+        thread, result = self.splice()
+        self.sender.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        self.sender.sendall(b"abc")
+        self.sender.close()  # RST
+        thread.join(10)
+        self.assertIsInstance(result[0], ConnectionResetError)

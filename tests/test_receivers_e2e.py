@@ -425,3 +425,93 @@ class SlowFtpClient(ReceiverCase):
         log = self.sample("after.log", 100)
         _out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(self.grant()))
         self.assertEqual(code, 0, err)
+
+
+class UploadsWithoutSplice(Uploads):
+    """The same uploads where the kernel cannot move the bytes: read by Twisted."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.service.ftpFactory.splice = False
+
+
+class FtpDataConnection(ReceiverCase):
+    """A data connection that stalls, outlives its grant, or outlives the service."""
+
+    timeouts = 1.0
+
+    def startStor(self, grant: Any, name: str) -> tuple[ftplib.FTP, socket.socket]:
+        client = ftplib.FTP()
+        client.connect("127.0.0.1", self.settings.ftp_port, timeout=10)
+        client.login(grant.grant.board, grant.grant.token)
+        client.voidcmd("TYPE I")
+        data = client.transfercmd(f"STOR {name}")
+        self.addCleanup(client.close)
+        self.addCleanup(data.close)
+        return client, data
+
+    async def drip(self, data: socket.socket, seconds: float, every: float) -> bool:
+        """Send a byte every C{every} s for C{seconds}; whether the receiver closed it."""
+        for _ in range(int(seconds / every)):
+            try:
+                data.sendall(b"x")
+            except OSError:
+                return True
+            await deferLater(reactor, every, lambda: None)
+        return False
+
+    async def closedByTheReceiver(self, data: socket.socket) -> bool:
+        """Whether the receiver closes C{data} within 5 s (ends it or resets it)."""
+        data.settimeout(5)
+
+        def read() -> bool:
+            try:
+                return data.recv(10) == b""
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+
+        return await threads.deferToThread(read)
+
+    async def test_stalledMidFile(self) -> None:
+        grant = self.grant()
+        client, data = await threads.deferToThread(self.startStor, grant, "stall.log")
+        data.sendall(b"some bytes")
+        self.assertTrue(await self.closedByTheReceiver(data))
+        with self.assertRaises(ftplib.Error):  # 426
+            await threads.deferToThread(client.voidresp)
+        self.assertTrue(any("idle too long" in e for e in self.refusals()), self.refusals())
+        self.assertEqual(self.received(), [])
+        log = self.sample("after.log", 100)
+        _out, err, code = await self.curlRun("-T", str(log), self.ftpUrl(self.grant()))
+        self.assertEqual(code, 0, err)
+
+    async def test_grantEndsMidFile(self) -> None:
+        grant = self.grant(ttl=1.5)
+        done = grant.whenDone()
+        _client, data = await threads.deferToThread(self.startStor, grant, "late.log")
+        closed = await self.drip(data, 4.0, 0.2)
+        self.assertTrue(closed or await self.closedByTheReceiver(data))
+        self.assertEqual(await done, [])
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(self.received(), [])
+
+    async def test_serviceStopsMidFile(self) -> None:
+        """Stopping the receivers ends a reception in progress at once, file removed."""
+        grant = self.grant()
+        _client, data = await threads.deferToThread(self.startStor, grant, "cut.log")
+        data.sendall(b"x" * 100_000)
+        await deferLater(reactor, 0.2, lambda: None)
+        started = reactor.seconds()
+        await self.service.stopService()
+        self.assertLess(reactor.seconds() - started, 2.0)
+        self.assertTrue(await self.closedByTheReceiver(data))
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(self.received(), [])
+
+
+class FtpDataConnectionWithoutSplice(FtpDataConnection):
+    def setUp(self) -> None:
+        super().setUp()
+        self.service.ftpFactory.splice = False

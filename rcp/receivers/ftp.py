@@ -72,6 +72,7 @@ class _Incoming:
         self._idle: IDelayedCall | None = None
         self._throttled = False
         self._stop: threading.Event | None = None
+        self._dtp: Any = None
         self._arm()
 
     def _arm(self) -> None:
@@ -160,12 +161,13 @@ class _Incoming:
             self._stop.set()
             return
         self._failUpload()
-        dtp = self.proto.dtpInstance
+        # its own data connection: the control connection may be gone already
+        dtp = self._dtp if self._dtp is not None else self.proto.dtpInstance
         if dtp is not None and dtp.transport is not None:
             dtp.transport.loseConnection()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
+        self._dtp = producer  # the data connection (L{ftp.DTP})
 
     def unregisterProducer(self) -> None:
         pass
@@ -176,7 +178,7 @@ class _Incoming:
         if not self._throttled:
             # the data connection waits while the disk falls behind
             self._throttled = True
-            dtp = self.proto.dtpInstance
+            dtp = self._dtp if self._dtp is not None else self.proto.dtpInstance
             if dtp is not None and dtp.transport is not None:
                 self.upload.throttles(dtp.transport)
         self._arm()
@@ -265,8 +267,16 @@ class UploadFTP(ftp.FTP):
     def store(self) -> Store:
         return self.factory.store
 
+    _peerHost = ""
+    _gone = False
+
+    def connectionMade(self) -> None:
+        self._peerHost = str(getattr(cast(Any, self.transport).getPeer(), "host", ""))
+        super().connectionMade()
+
     def peerHost(self) -> str:
-        return str(getattr(cast(Any, self.transport).getPeer(), "host", ""))
+        """The client's address (kept from the start: also known once it is gone)."""
+        return self._peerHost
 
     def processCommand(self, cmd: str, *params: str) -> Any:
         upper = cmd.upper()
@@ -368,6 +378,14 @@ class UploadFTP(ftp.FTP):
             return (ftp.CNX_CLOSED_TXFR_ABORTED,)
 
         def timeoutBack(result: object) -> object:
+            if self._gone:
+                # the control connection ended meanwhile: nobody to answer
+                if isinstance(result, Failure):
+                    self.log.info(
+                        "FTP receiver: upload from {peer} ended with its control connection",
+                        peer=self.peerHost(),
+                    )
+                return None
             self.setTimeout(self.factory.timeOut)
             return result
 
@@ -378,6 +396,10 @@ class UploadFTP(ftp.FTP):
         return d
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._gone = True
+        # twisted.protocols.ftp reads this when a command ends after the
+        # connection did (it only sets it on QUIT)
+        self.disconnected = True
         shell = self.shell
         if isinstance(shell, UploadShell) and shell.running is not None:
             shell.running.abort(TransferAborted())
