@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from unittest import skipIf
@@ -163,8 +164,7 @@ def _tcpPair() -> tuple[socket.socket, socket.socket]:
     return sender, receiver
 
 
-@skipIf(not SPLICE, "no splice(2) here")
-class SpliceTests(SynchronousTestCase):
+class _SpliceCase(SynchronousTestCase):
     """L{spliceInto}, in a thread of the test, over a real TCP connection."""
 
     def setUp(self) -> None:
@@ -194,6 +194,9 @@ class SpliceTests(SynchronousTestCase):
         self.addCleanup(thread.join, 10)
         return thread, result
 
+
+@skipIf(not SPLICE, "no splice(2) here")
+class SpliceTests(_SpliceCase):
     def test_everyByteInOrder(self) -> None:
         data = os.urandom(3_000_000)
         thread, result = self.splice()
@@ -264,3 +267,59 @@ class SpliceTests(SynchronousTestCase):
         self.sender.close()  # RST
         thread.join(10)
         self.assertIsInstance(result[0], ConnectionResetError)
+
+
+@skipIf(not SPLICE, "no splice(2) here")
+class SpliceEdgeTests(_SpliceCase):
+    def test_urgentByte(self) -> None:
+        """An urgent byte (MSG_OOB) neither stops the reception nor makes it spin."""
+        thread, result = self.splice(idle=2)
+        self.sender.sendall(b"ab")
+        self.sender.send(b"!", socket.MSG_OOB)
+        self.sender.sendall(b"cd")
+        self.sender.close()
+        started = time.process_time()
+        thread.join(10)
+        self.assertEqual(result, [4])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"abcd")
+        self.assertLess(time.process_time() - started, 1.0)
+
+    def test_urgentByteThenSilence(self) -> None:
+        """Idleness is time since the last byte, whatever poll(2) says."""
+        thread, result = self.splice(idle=0.6)
+        self.sender.sendall(b"ab")
+        self.sender.send(b"!", socket.MSG_OOB)
+        thread.join(10)
+        self.assertIsInstance(result[0], SpliceIdle)
+
+    def test_fileThatCannotBeSplicedInto(self) -> None:
+        """The bytes already taken from the socket go into the file; the rest is the caller's."""
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # splice(2) refuses O_APPEND
+        thread, result = self.splice()
+        self.sender.sendall(b"x" * 1000)
+        thread.join(10)
+        self.assertIsInstance(result[0], SpliceUnsupported)
+        self.assertEqual(result[0].moved, 1000)
+        self.assertEqual(os.path.getsize(self.path), 1000)
+
+
+class RepauseTests(SynchronousTestCase):
+    def test_pausedAgainWhenSomeoneElseResumed(self) -> None:
+        """twisted.web's channel may resume the connection: the next write pauses it again."""
+        path = self.mktemp()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        later = Later()
+        writer = DiskWriter(fd, later, high=4, low=1)
+        source = Source()
+        writer.throttles(source)
+        writer.write(b"x" * 5)
+        self.assertTrue(source.paused)
+        source.resumeProducing()  # by someone else
+        writer.write(b"y")
+        self.assertTrue(source.paused)
+        while later.jobs:
+            later.runOne()
+        self.assertFalse(source.paused)
+        self.successResultOf(writer.close())

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from rcp.receivers.disk import SpliceUnsupported
 from rcp.receivers.facade import Receivers
 from rcp.receivers.grants import GrantBook, Refused
-from rcp.receivers.store import NoSpace, Store, TooLarge, safeName
+from rcp.receivers.store import GrantEnded, NoSpace, Store, TooLarge, safeName
 
 
 class GrantTests(SynchronousTestCase):
@@ -131,6 +133,39 @@ class StoreTests(SynchronousTestCase):
         self.assertFalse(f.path.exists())
         self.free = 999
         self.assertRaises(NoSpace, self.store.openUpload, grant, "log")
+
+
+class DeferredStoreTests(SynchronousTestCase):
+    """The store with its writes in another thread (here: when the test says)."""
+
+    def setUp(self) -> None:
+        from .test_disk import Later
+
+        self.later = Later()
+        self.store = Store(self.mktemp(), 0, free=lambda _: 10**9, run=self.later)
+        self.book = GrantBook(Clock())
+
+    def test_grantEndsWhileTheLastBytesAreWritten(self) -> None:
+        """A grant revoked (or expired) before the file is on disk keeps no file."""
+        grant = self.book.grantUpload("sat1", "h", 1, 60, 100)
+        done = grant.whenDone()
+        f = self.store.openUpload(grant, "log.txt")
+        f.write(b"abc")
+        finished = f.finish()
+        grant.revoke()
+        self.assertEqual(self.successResultOf(done), [])
+        while self.later.jobs:
+            self.later.runOne()
+        self.failureResultOf(finished, GrantEnded)
+        self.assertFalse(f.path.exists())
+        self.assertEqual(grant.files, [])
+        self.assertEqual(grant.received, 0)
+
+    def test_noReceptionThreadsNoSplice(self) -> None:
+        """Without reception threads a socket is never waited on in the caller's thread."""
+        grant = self.book.grantUpload("sat1", "h", 1, 60, 100)
+        f = self.store.openUpload(grant, "log.txt")
+        self.failureResultOf(f.spliceFrom(0, 1.0, threading.Event()), SpliceUnsupported)
 
 
 class ImageTests(SynchronousTestCase):

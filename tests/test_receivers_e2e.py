@@ -435,10 +435,8 @@ class UploadsWithoutSplice(Uploads):
         self.service.ftpFactory.splice = False
 
 
-class FtpDataConnection(ReceiverCase):
-    """A data connection that stalls, outlives its grant, or outlives the service."""
-
-    timeouts = 1.0
+class FtpCase(ReceiverCase):
+    """Uploads over FTP driven by hand (ftplib's own data connection)."""
 
     def startStor(self, grant: Any, name: str) -> tuple[ftplib.FTP, socket.socket]:
         client = ftplib.FTP()
@@ -473,6 +471,12 @@ class FtpDataConnection(ReceiverCase):
                 return True
 
         return await threads.deferToThread(read)
+
+
+class FtpDataConnection(FtpCase):
+    """A data connection that stalls, outlives its grant, or outlives the service."""
+
+    timeouts = 1.0
 
     async def test_stalledMidFile(self) -> None:
         grant = self.grant()
@@ -515,3 +519,29 @@ class FtpDataConnectionWithoutSplice(FtpDataConnection):
     def setUp(self) -> None:
         super().setUp()
         self.service.ftpFactory.splice = False
+
+
+class SlowFtpUploadsHoldNothing(FtpCase):
+    """Trickling FTP uploads, more than there are disk threads, hold up no other transfer."""
+
+    timeouts = 20.0
+
+    async def test_otherUploadsGoOn(self) -> None:
+        datas = []
+        for i in range(6):
+            _client, data = await threads.deferToThread(self.startStor, self.grant(), f"t{i}.log")
+            data.sendall(b"x")
+            datas.append(data)
+        log = self.sample("http.log", 1_000_000)
+        _out, err, code = await self.curlRun(
+            "-f", "--max-time", "8", "-T", str(log), self.httpUrl(self.grant())
+        )
+        self.assertEqual(code, 0, err)
+        _out, err, code = await self.curlRun(
+            "--max-time", "8", "-T", str(log), self.ftpUrl(self.grant())
+        )
+        self.assertEqual(code, 0, err)
+        complete = [p for p in self.received() if p.name == "http.log"]
+        self.assertEqual([p.stat().st_size for p in complete], [1_000_000, 1_000_000])
+        for data in datas:
+            data.close()

@@ -22,6 +22,7 @@ import fcntl
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -113,7 +114,9 @@ class DiskWriter:
         self.pending += len(data)
         if not self._busy:
             self._next()
-        if self.pending > self.high and self._source is not None and not self._paused:
+        if self.pending > self.high and self._source is not None:
+            # on every write while too much waits: someone else (twisted.web's
+            # channel) may have resumed the source meanwhile
             self._paused = True
             self._source.pauseProducing()
 
@@ -214,7 +217,10 @@ class SpliceStopped(SpliceEnded):
 
 
 class SpliceUnsupported(SpliceEnded):
-    """This socket or file cannot be spliced: nothing was moved, read it the usual way."""
+    """This socket or file cannot be spliced: read the rest the usual way."""
+
+    #: the bytes already in the file (set by L{spliceInto})
+    moved = 0
 
 
 def spliceInto(
@@ -232,12 +238,16 @@ def spliceInto(
     @param limit: the most bytes allowed; one more ends with L{SpliceTooLarge}.
     @param room: tells whether that many more bytes may be stored (else
         L{SpliceNoRoom}, as for a failed write to the file).
-    @param idle: seconds without a byte before L{SpliceIdle}.
+    @param idle: seconds without a byte before L{SpliceIdle} (wall time since
+        the last byte moved, whatever the socket reports).
     @param stop: set from another thread: L{SpliceStopped} within 0.2 s.
     @return: the number of bytes moved.
+    @raise SpliceUnsupported: this socket or file cannot be spliced; its
+        C{moved} bytes are in the file, the rest is for the caller to read.
     @raise OSError: the connection failed (for example reset by the peer).
     """
     r, w = os.pipe()
+    moved = 0
     try:
         try:
             fcntl.fcntl(w, _F_SETPIPE_SZ, _SPLICE_CHUNK)
@@ -245,40 +255,89 @@ def spliceInto(
             pass  # a smaller pipe only means more turns
         poller = select.poll()
         poller.register(source, select.POLLIN | select.POLLERR | select.POLLHUP)
-        moved = 0
-        quiet = 0.0
+        lastByte = time.monotonic()
+        readable = False
         while True:
             if stop.is_set():
                 raise SpliceStopped()
+            if time.monotonic() - lastByte >= idle:
+                raise SpliceIdle()
+            data: bytes | None = None
             try:
                 count = os.splice(
                     source, w, _SPLICE_CHUNK, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
                 )
             except BlockingIOError:
-                if poller.poll(_POLL_MS):
-                    quiet = 0.0
+                if readable:
+                    # readable, yet nothing to splice: an urgent byte (MSG_OOB)
+                    # stops splice at its mark; an ordinary read passes it
+                    try:
+                        data = os.read(source, 1 << 16)
+                    except BlockingIOError:
+                        data = None
+                    count = len(data) if data is not None else -1
+                    readable = False
                 else:
-                    quiet += _POLL_MS / 1000
-                    if quiet >= idle:
-                        raise SpliceIdle() from None
-                continue
+                    count = -1
+                if count < 0:
+                    readable = bool(poller.poll(_POLL_MS))
+                    continue
             except OSError as e:
                 if moved == 0 and e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                     raise SpliceUnsupported(str(e)) from None
                 raise
+            readable = False
+            if count == 0 and data is None:
+                # the end, says splice; also what it says at an urgent mark
+                # with the end queued behind it: a read tells which
+                try:
+                    data = os.read(source, 1 << 16)
+                except BlockingIOError:
+                    continue
+                count = len(data)
             if count == 0:
                 return moved
-            quiet = 0.0
-            moved += count
-            if moved > limit:
+            lastByte = time.monotonic()
+            if moved + count > limit:
                 raise SpliceTooLarge()
             if not room(count):
                 raise SpliceNoRoom("the disk's minimum free space")
             try:
-                while count:
-                    count -= os.splice(r, target, count, flags=os.SPLICE_F_MOVE)
-            except OSError as e:
-                raise SpliceNoRoom(f"writing failed: {e.strerror or e}") from None
+                if data is not None:
+                    _toFile(target, [data])
+                else:
+                    _pipeToFile(r, target, count)
+            except SpliceUnsupported:
+                moved += count  # in the file all the same
+                raise
+            moved += count
+    except SpliceUnsupported as e:
+        e.moved = moved
+        raise
     finally:
         os.close(r)
         os.close(w)
+
+
+def _toFile(target: int, chunks: list[bytes]) -> None:
+    try:
+        writeAll(target, chunks)
+    except OSError as e:
+        raise SpliceNoRoom(f"writing failed: {e.strerror or e}") from None
+
+
+def _pipeToFile(r: int, target: int, count: int) -> None:
+    """C{count} bytes from the pipe C{r} into the file (read and written if it cannot splice)."""
+    try:
+        while count:
+            count -= os.splice(r, target, count, flags=os.SPLICE_F_MOVE)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise SpliceNoRoom(f"writing failed: {e.strerror or e}") from None
+        chunks = []
+        while count:
+            chunk = os.read(r, count)
+            chunks.append(chunk)
+            count -= len(chunk)
+        _toFile(target, chunks)
+        raise SpliceUnsupported(f"the file cannot be spliced into: {e.strerror or e}") from None

@@ -11,7 +11,7 @@ import threading
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols import ftp
@@ -21,7 +21,7 @@ from zope.interface import implementer
 from ..logtext import cut
 from .disk import SPLICE, SpliceIdle, SpliceStopped, SpliceUnsupported
 from .grants import Grant, GrantBook, Refused
-from .store import IncomingFile, NoSpace, Store, StoreError
+from .store import GrantEnded, IncomingFile, NoSpace, Store, StoreError
 
 #: commands answered "502 not implemented" with a log line
 REFUSED = frozenset(
@@ -102,6 +102,8 @@ class _Incoming:
         transport = dtp.transport
         if not self.proto.factory.splice or self.upload is None or transport is None:
             return
+        if self.proto.store.receive is None:
+            return  # no reception threads here: never block the reactor on a socket
         if not hasattr(transport, "fileno") or not hasattr(transport, "stopReading"):
             return
         self.upload.throttles(None)  # nothing may resume reading while the thread reads
@@ -127,6 +129,8 @@ class _Incoming:
         peer = self.proto.peerHost()
         if failure.check(SpliceUnsupported) and self.error is None:
             self._arm()
+            if self.upload is not None:
+                self.upload.throttles(_Throttle(self, transport))
             transport.startReading()  # the usual way
             return
         if failure.check(StoreError):
@@ -180,7 +184,7 @@ class _Incoming:
             self._throttled = True
             dtp = self._dtp if self._dtp is not None else self.proto.dtpInstance
             if dtp is not None and dtp.transport is not None:
-                self.upload.throttles(dtp.transport)
+                self.upload.throttles(_Throttle(self, dtp.transport))
         self._arm()
         try:
             self.upload.write(data)
@@ -199,9 +203,35 @@ class _Incoming:
 
         def failed(failure: Failure) -> Failure:
             self.proto.book.refuse("FTP", self.proto.peerHost(), str(failure.value))
+            if failure.check(GrantEnded):
+                return Failure(TransferAborted())
             return Failure(InsufficientStorage())
 
         return upload.finish().addCallbacks(lambda _: None, failed)
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    The data connection as the disk writer pauses it: no idleness is counted
+    while the receiver itself holds the sender back.
+    """
+
+    def __init__(self, incoming: _Incoming, transport: Any) -> None:
+        self.incoming = incoming
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.incoming._disarm()
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.incoming.upload is not None and self.incoming.error is None:
+            self.incoming._arm()
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
 
 
 @implementer(ftp.IWriteFile)
@@ -364,8 +394,8 @@ class UploadFTP(ftp.FTP):
             dtp: Any = self.dtpInstance
             done: Deferred[None] = dtp.registerConsumer(file.consumer)
             if dtp.isConnected:
-                file.consumer.splice(dtp)
                 self.reply(ftp.DATA_CNX_ALREADY_OPEN_START_XFR)
+                file.consumer.splice(dtp)
             else:
                 self.reply(ftp.FILE_STATUS_OK_OPEN_DATA_CNX)
             done.addCallback(lambda _: file.close())

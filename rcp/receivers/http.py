@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 
 from ..logtext import cut
 from .grants import Grant, GrantBook, Refused
-from .store import Image, IncomingFile, NoSpace, Store, StoreError, TooLarge
+from .store import GrantEnded, Image, IncomingFile, NoSpace, Store, StoreError, TooLarge
 
 CHUNK = 64 * 1024
 
@@ -296,7 +296,8 @@ class _Root(Resource):
         def failed(failure: Failure) -> None:
             peer = str(getattr(request.getClientAddress(), "host", ""))
             self.receiver.book.refuse("HTTP", peer, str(failure.value))
-            answer(507, _PHRASES[507] + b"\n")
+            code = 403 if failure.check(GrantEnded) else 507
+            answer(code, _PHRASES[code] + b"\n")
 
         stored.addCallbacks(lambda _: answer(201, b"Created\n"), failed)
         return server.NOT_DONE_YET

@@ -47,6 +47,10 @@ class ReceiverService(MultiService):
         # (rcp.receivers.disk); in the calling thread while the service is stopped
         self.reactor = reactor
         self.pool: ThreadPool | None = None
+        # FTP receptions in the kernel wait on their sockets: threads of their
+        # own, one per data connection at most, so they never hold up a write
+        self.receptions: ThreadPool | None = None
+        self.addresses = listenAddresses(settings)
         self.store = Store(settings.directory, settings.min_free_bytes, run=self._write)
         self.receivers = Receivers(clock, self.store, settings.http_port)
         book = self.receivers.book
@@ -56,7 +60,7 @@ class ReceiverService(MultiService):
         self.http = HttpReceiver(book, self.store, self.receivers.image)
         site = self.http.site(settings.idle_timeout)
         tcp: IReactorTCP = reactor
-        for address in listenAddresses(settings):
+        for address in self.addresses:
             endpoint: Any = TCP6ServerEndpoint if ":" in address else TCP4ServerEndpoint
             for port, factory, name in (
                 (settings.ftp_port, self.ftpFactory, "FTP"),
@@ -74,10 +78,21 @@ class ReceiverService(MultiService):
             return inline(function)
         return deferToThreadPool(self.reactor, self.pool, function)
 
+    def _receive(self, function: Callable[[], Any]) -> Deferred[Any]:
+        assert self.receptions is not None
+        return deferToThreadPool(self.reactor, self.receptions, function)
+
     def startService(self) -> None:
         if self.pool is None:
             self.pool = diskPool()
             self.pool.start()
+            self.receptions = ThreadPool(
+                minthreads=0,
+                maxthreads=max(1, self.settings.max_connections * len(self.addresses)),
+                name="rcp-reception",
+            )
+            self.receptions.start()
+            self.store.receive = self._receive
             # a process that ends without stopping this service still ends
             self._shutdown = self.reactor.addSystemEventTrigger(
                 "during", "shutdown", self._stopPool
@@ -85,7 +100,11 @@ class ReceiverService(MultiService):
         super().startService()
 
     def _stopPool(self) -> None:
+        self.store.receive = None
         self.store.stopSplicing()
+        receptions, self.receptions = self.receptions, None
+        if receptions is not None:
+            receptions.stop()  # each ends within 0.2 s of its stop signal
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.stop()  # the writes in progress end first

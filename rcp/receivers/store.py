@@ -11,6 +11,7 @@ import threading
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IPushProducer
@@ -24,7 +25,9 @@ from .disk import (
     DiskWriter,
     Run,
     SpliceNoRoom,
+    SpliceStopped,
     SpliceTooLarge,
+    SpliceUnsupported,
     inline,
     spliceInto,
 )
@@ -38,6 +41,10 @@ DEFAULT_NAME = "upload"
 
 class StoreError(Exception):
     """A file cannot be stored; the protocols map the kinds to their codes."""
+
+
+class GrantEnded(StoreError):
+    """The grant ended (expired, revoked) before the file was complete (FTP 426, HTTP 403)."""
 
 
 class NoSpace(StoreError):
@@ -109,42 +116,57 @@ class IncomingFile:
     def spliceFrom(self, source: int, idle: float, stop: threading.Event) -> Deferred[int]:
         """
         Receive the rest of the file from the socket C{source} in the kernel
-        (L{rcp.receivers.disk.spliceInto}), after the bytes already written;
-        the result is the number of bytes moved.  A limit is a L{StoreError}
-        (the file removed), like L{write}'s; L{SpliceUnsupported} when nothing
-        could be moved (receive the usual way); L{SpliceIdle},
-        L{SpliceStopped} or L{OSError} when the transfer ends early.
+        (L{rcp.receivers.disk.spliceInto}) in a reception thread, after the
+        bytes already written; the result is the number of bytes moved.  A
+        limit is a L{StoreError} (the file removed), like L{write}'s;
+        L{SpliceUnsupported} when the rest must be received the usual way;
+        L{SpliceIdle}, L{SpliceStopped} or L{OSError} when the transfer ends
+        early.  The thread works on its own copy of the socket descriptor,
+        so the socket closed meanwhile never becomes another one under it.
         """
         writer = self.writer
+        store = self.store
         if writer is None:
             return fail(StoreError("file already closed"))
+        if store.receive is None:
+            return fail(SpliceUnsupported("no reception threads"))
+        receive = store.receive
         fd = writer.fd
         assert fd is not None
         limit = self.grant.remaining() if self.grant.maxBytes > 0 else 2**62
-        store = self.store
+        own = os.dup(source)
+
+        def spliceOwn() -> int:
+            try:
+                return spliceInto(own, fd, limit, store.hasRoom, idle, stop)
+            finally:
+                os.close(own)
 
         def move(_: None) -> Deferred[int]:
+            if stop.is_set():
+                os.close(own)
+                return fail(SpliceStopped())
             store.splicing.add(stop)
-            d = store.run(lambda: spliceInto(source, fd, limit, store.hasRoom, idle, stop))
 
             def ended(result: object) -> object:
                 store.splicing.discard(stop)
                 return result
 
-            return d.addBoth(ended)
+            return receive(spliceOwn).addBoth(ended)
 
         def moved(count: int) -> int:
-            self.size += count
-            self.grant.received += count
+            self._received(count)
             return count
 
         def failed(failure: Failure) -> Failure:
-            if failure.check(SpliceTooLarge):
+            if failure.check(SpliceUnsupported):
+                self._received(cast(SpliceUnsupported, failure.value).moved)
+            elif failure.check(SpliceTooLarge):
                 self.fail()
                 return Failure(
                     TooLarge(f"more than {self.grant.maxBytes} bytes for {self.grant.describe()}")
                 )
-            if failure.check(SpliceNoRoom):
+            elif failure.check(SpliceNoRoom):
                 self.fail()
                 why = str(failure.value)
                 if not why.startswith("writing failed"):
@@ -153,6 +175,10 @@ class IncomingFile:
             return failure
 
         return writer.drained().addCallback(move).addCallbacks(moved, failed)
+
+    def _received(self, count: int) -> None:
+        self.size += count
+        self.grant.received += count
 
     def finish(self) -> Deferred[str]:
         """
@@ -164,6 +190,10 @@ class IncomingFile:
             return fail(StoreError("file already closed"))
 
         def written(_: None) -> str:
+            if self.grant.ended:
+                # expired or revoked while the last bytes went to disk: not kept
+                self._removed()
+                raise GrantEnded(f"{self.grant.describe()} {self.grant.endReason}")
             self.grant.files.append(str(self.path))
             self.store.log.info(
                 "received {path} ({size} bytes) for {grant}",
@@ -202,8 +232,11 @@ class Store:
     """
     The receivers' directory: C{uploads/} for logs, C{images/} for firmware.
 
-    @param run: where the files are written (L{rcp.receivers.disk.inThreads}
-        in the receivers' service; in the calling thread by default).
+    @param run: where the files are written (the receivers' service: its
+        disk threads; in the calling thread by default).
+    @param receive: where FTP receptions in the kernel run (the service: a
+        thread per reception, apart from the disk threads, as a reception
+        lasts as long as its connection); L{None}: no such receptions.
     """
 
     log = Logger()
@@ -214,8 +247,11 @@ class Store:
         minFreeBytes: int,
         free: Callable[[str], int] = freeBytes,
         run: Run = inline,
+        receive: Run | None = None,
     ) -> None:
         self.run = run
+        #: where receptions in the kernel run (a thread each); L{None}: none here
+        self.receive = receive
         #: the stop signals of receptions in progress in the kernel
         self.splicing: set[threading.Event] = set()
         self.directory = Path(directory)
