@@ -14,7 +14,7 @@ import tarfile
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -87,24 +87,66 @@ class FakeImage:
 
 @implementer(IDownloadGrant)
 class FakeDownloadGrant:
+    """Like the receivers' grant: a held download stops before the end until released."""
+
     def __init__(self, board: str, image: FakeImage) -> None:
         self.board, self.image = board, image
         self.token = secrets.token_hex(8)
         self.revoked = False
+        self.released = False
+        self.onHeld: Any = None
+        self.heldAt: float | None = None
+        self._waiting: list[Deferred[bytes]] = []
 
     def url(self, myIp: str) -> str:
         return f"http://{myIp}:8080/{self.token}"
 
     def revoke(self) -> None:
         self.revoked = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(OSError("grant revoked"))
+
+    def holdEnd(self, onHeld: Any) -> None:
+        self.onHeld = onHeld
+
+    def release(self) -> None:
+        self.released = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self.image.data)
+
+    def held(self, now: float) -> Deferred[bytes]:
+        """A download that has every byte but the last: it waits for the release."""
+        if self.onHeld is None or self.released:
+            return succeed(self.image.data)
+        d: Deferred[bytes] = Deferred()
+        self._waiting.append(d)
+        if self.heldAt is None:
+            self.heldAt = now
+            self.onHeld()
+        return d
 
 
 @implementer(IReceivers)
 class FakeReceivers:
-    def __init__(self, directory: str) -> None:
+    """
+    @ivar seconds: how long each board's download of the image takes, once
+        the image is complete (0 by default).
+    @ivar failing: boards whose download fails after its C{seconds}.
+    """
+
+    def __init__(self, directory: str, clock: Clock) -> None:
         self.directory = directory
+        self.clock = clock
         self.uploads: dict[str, FakeUploadGrant] = {}
         self.downloads: dict[str, FakeDownloadGrant] = {}
+        self.seconds: dict[str, float] = {}
+        self.failing: set[str] = set()
+
+    def grantOf(self, board: str) -> FakeDownloadGrant:
+        [grant] = [g for g in self.downloads.values() if g.board == board]
+        return grant
 
     def grantUpload(
         self, board: str, peerHost: str, requestId: int, deadline: float, maxBytes: int
@@ -139,7 +181,20 @@ class FakeReceivers:
         grant = self.downloads.get(url.rsplit("/", 1)[-1])
         if grant is None or grant.revoked:
             return fail(OSError("no grant"))
-        return grant.image.whenFinished()
+
+        def transferred(_: object) -> Deferred[bytes]:
+            if grant.revoked:
+                return fail(OSError("grant revoked"))
+            if grant.board in self.failing:
+                return fail(OSError("connection reset"))
+            return grant.held(self.clock.seconds())
+
+        seconds = self.seconds.get(grant.board, 0.0)
+        return (
+            grant.image.whenFinished()
+            .addCallback(lambda _: deferLater(self.clock, seconds, lambda: None))
+            .addCallback(transferred)
+        )
 
 
 @implementer(ITransfers)
@@ -170,9 +225,12 @@ class AggregatorModuleTests(SynchronousTestCase):
         self.bus = SimBus(self.clock, "main")
         self.directory = self.mktemp()
         os.makedirs(self.directory)
-        self.receivers = FakeReceivers(self.directory)
+        self.receivers = FakeReceivers(self.directory, self.clock)
         self.transfers = FakeTransfers()
         self.resets: list[str] = []
+        #: (seconds since the start, board, status) of every board's firmware status
+        self.boardStatuses: list[tuple[float, str, str]] = []
+        self.start = self.clock.seconds()
         self.connected = {name: True for name in SATS}
         self.systems: dict[str, SystemSim] = {}
         for name in ["system", *SATS]:
@@ -182,8 +240,10 @@ class AggregatorModuleTests(SynchronousTestCase):
                 self.clock,
                 fetch=self.receivers.fetch,
                 upload=self.receivers.upload,
+                verify=lambda data, signature, certificate: True,
                 onReset=self._resetOf(name),
             )
+            self._recordStatuses(name, self.systems[name])
             if name != "system":
                 self._satellite(module, name)
         self.aggModule = self.bus.module(
@@ -211,6 +271,15 @@ class AggregatorModuleTests(SynchronousTestCase):
 
     def _resetOf(self, name: str) -> Any:
         return lambda kind: self.resets.append(name)
+
+    def _recordStatuses(self, name: str, system: SystemSim) -> None:
+        publish = system._firmwareStatus
+
+        def recorded(status: str, requestId: int) -> None:
+            self.boardStatuses.append((self.clock.seconds() - self.start, name, status))
+            publish(status, requestId)
+
+        system._firmwareStatus = recorded  # type: ignore[method-assign]
 
     def _satellite(self, module: Any, name: str) -> None:
         index = SATS.index(name) + 2
