@@ -243,7 +243,8 @@ class ImageProducer:
     range), while the grant holds its end: it stops before the image's
     last byte, tells the grant once the peer acknowledged every byte sent
     (C{Grant.reachedEnd}), and goes on when the grant is released; if the
-    grant ends first, the connection is closed.
+    grant ends (revoked, expired) before its release, the download is cut
+    off, held or not: the board is not to finish it.
     """
 
     def __init__(
@@ -269,7 +270,14 @@ class ImageProducer:
         self._paused = False
         request.notifyFinish().addErrback(lambda _: self.stopProducing())
         request.registerProducer(self, True)
+        if self.grant is not None:
+            self.grant.onEnd.append(self._grantEnded)
         self._pump()
+
+    def _grantEnded(self) -> None:
+        if self.grant is not None and not self.grant.endReleased and self.file is not None:
+            self._stopWaiting()
+            self._abort()
 
     def _holding(self) -> bool:
         return self.grant is not None and self.grant.holding
@@ -351,8 +359,18 @@ class ImageProducer:
 
     # -- the end ----------------------------------------------------------------
 
+    def _stopWaiting(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.addErrback(lambda _: None)
+
     def _close(self) -> None:
         self._stopDrain()
+        if self.grant is not None:
+            try:
+                self.grant.onEnd.remove(self._grantEnded)
+            except ValueError:
+                pass
         if self.file is not None:
             self.file.close()
             self.file = None
