@@ -51,9 +51,6 @@ STEP_TIMEOUT = 15.0
 #: bytes of the firmware image the demo's backend offers
 IMAGE_SIZE = 2 * 1024 * 1024
 
-#: seconds from the firmware update request to the installation on every board
-INSTALL_AFTER = 5.0
-
 
 class StepFailed(Exception):
     pass
@@ -323,9 +320,9 @@ class Demo:
             "request_id": 18,
             "location": backend.imageUrl,
             "retrieve_timestamp": _rfc3339(datetime.now(UTC)),
-            # every board installs (and restarts) at the same moment, once all
-            # have the image: an earlier restart would cut the others' downloads
-            "install_timestamp": _rfc3339(datetime.now(UTC) + timedelta(seconds=INSTALL_AFTER)),
+            # no install_timestamp: the aggregator holds every board's
+            # download before its last byte until all have the image, so no
+            # board restarts (and restarts the station) while others download
             "retries": 2,
             "retry_interval_s": 1,
             "signing_certificate": certificate,

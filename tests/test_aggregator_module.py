@@ -11,10 +11,13 @@ import json
 import os
 import secrets
 import tarfile
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -22,6 +25,7 @@ from rcp.aggregator.archive import Packer
 from rcp.aggregator.module import SystemAggregator
 from rcp.aggregator.ports import IDownloadGrant, IImageWriter, IReceivers, ITransfers, IUploadGrant
 from rcp.aggregator.topology import TopologyError
+from rcp.everest.interface import rfc3339
 from rcp.everest.sim.bus import SimBus
 from rcp.everest.sim.system import SystemSim
 
@@ -87,24 +91,70 @@ class FakeImage:
 
 @implementer(IDownloadGrant)
 class FakeDownloadGrant:
+    """Like the receivers' grant: a held download stops before the end until released."""
+
     def __init__(self, board: str, image: FakeImage) -> None:
         self.board, self.image = board, image
         self.token = secrets.token_hex(8)
         self.revoked = False
+        self.released = False
+        self.onHeld: Any = None
+        self.heldAt: float | None = None
+        self._waiting: list[Deferred[bytes]] = []
+        self.running: list[Deferred[bytes]] = []
 
     def url(self, myIp: str) -> str:
         return f"http://{myIp}:8080/{self.token}"
 
     def revoke(self) -> None:
+        """Held or still running, the board's download is cut off."""
         self.revoked = True
+        waiting, self._waiting = self._waiting + self.running, []
+        self.running = []
+        for d in waiting:
+            if not d.called:
+                d.errback(OSError("grant revoked"))
+
+    def holdEnd(self, onHeld: Any) -> None:
+        self.onHeld = onHeld
+
+    def release(self) -> None:
+        self.released = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self.image.data)
+
+    def held(self, now: float) -> Deferred[bytes]:
+        """A download that has every byte but the last: it waits for the release."""
+        if self.onHeld is None or self.released:
+            return succeed(self.image.data)
+        d: Deferred[bytes] = Deferred()
+        self._waiting.append(d)
+        if self.heldAt is None:
+            self.heldAt = now
+            self.onHeld()
+        return d
 
 
 @implementer(IReceivers)
 class FakeReceivers:
-    def __init__(self, directory: str) -> None:
+    """
+    @ivar seconds: how long each board's download of the image takes, once
+        the image is complete (0 by default).
+    @ivar failing: boards whose download fails after its C{seconds}.
+    """
+
+    def __init__(self, directory: str, clock: Clock) -> None:
         self.directory = directory
+        self.clock = clock
         self.uploads: dict[str, FakeUploadGrant] = {}
         self.downloads: dict[str, FakeDownloadGrant] = {}
+        self.seconds: dict[str, float] = {}
+        self.failing: set[str] = set()
+
+    def grantOf(self, board: str) -> FakeDownloadGrant:
+        [grant] = [g for g in self.downloads.values() if g.board == board]
+        return grant
 
     def grantUpload(
         self, board: str, peerHost: str, requestId: int, deadline: float, maxBytes: int
@@ -139,7 +189,33 @@ class FakeReceivers:
         grant = self.downloads.get(url.rsplit("/", 1)[-1])
         if grant is None or grant.revoked:
             return fail(OSError("no grant"))
-        return grant.image.whenFinished()
+
+        def transferred(_: object) -> Deferred[bytes]:
+            if grant.revoked:
+                return fail(OSError("grant revoked"))
+            if grant.board in self.failing:
+                return fail(OSError("connection reset"))
+            return grant.held(self.clock.seconds())
+
+        # the board's download: cut off when the grant is revoked (grant.running)
+        result: Deferred[bytes] = Deferred()
+        grant.running.append(result)
+
+        def ended(outcome: bytes | Failure) -> None:
+            if result in grant.running:
+                grant.running.remove(result)
+            if result.called:
+                return
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+
+        seconds = self.seconds.get(grant.board, 0.0)
+        transfer = grant.image.whenFinished()
+        transfer.addCallback(lambda _: deferLater(self.clock, seconds, lambda: None))
+        transfer.addCallback(transferred).addBoth(ended)
+        return result
 
 
 @implementer(ITransfers)
@@ -170,9 +246,12 @@ class AggregatorModuleTests(SynchronousTestCase):
         self.bus = SimBus(self.clock, "main")
         self.directory = self.mktemp()
         os.makedirs(self.directory)
-        self.receivers = FakeReceivers(self.directory)
+        self.receivers = FakeReceivers(self.directory, self.clock)
         self.transfers = FakeTransfers()
         self.resets: list[str] = []
+        #: (seconds since the start, board, status) of every board's firmware status
+        self.boardStatuses: list[tuple[float, str, str]] = []
+        self.start = self.clock.seconds()
         self.connected = {name: True for name in SATS}
         self.systems: dict[str, SystemSim] = {}
         for name in ["system", *SATS]:
@@ -182,8 +261,10 @@ class AggregatorModuleTests(SynchronousTestCase):
                 self.clock,
                 fetch=self.receivers.fetch,
                 upload=self.receivers.upload,
+                verify=lambda data, signature, certificate: True,
                 onReset=self._resetOf(name),
             )
+            self._recordStatuses(name, self.systems[name])
             if name != "system":
                 self._satellite(module, name)
         self.aggModule = self.bus.module(
@@ -211,6 +292,15 @@ class AggregatorModuleTests(SynchronousTestCase):
 
     def _resetOf(self, name: str) -> Any:
         return lambda kind: self.resets.append(name)
+
+    def _recordStatuses(self, name: str, system: SystemSim) -> None:
+        publish = system._firmwareStatus
+
+        def recorded(status: str, requestId: int) -> None:
+            self.boardStatuses.append((self.clock.seconds() - self.start, name, status))
+            publish(status, requestId)
+
+        system._firmwareStatus = recorded  # type: ignore[method-assign]
 
     def _satellite(self, module: Any, name: str) -> None:
         index = SATS.index(name) + 2
@@ -374,3 +464,169 @@ class AggregatorModuleTests(SynchronousTestCase):
         self.assertEqual(self.aggregator.bootReasons["sat3"], "Watchdog")
         self.bus._commands.pop(("sat6", "main", "is_reset_allowed"))
         self.assertIs(self.call("is_reset_allowed", {"type": "Soft"}), False)
+
+
+class InstallTogetherTests(AggregatorModuleTests):
+    """
+    No board installs before every board has the image (or failed): any
+    board's restart restarts the station and would cut the others'
+    downloads.  The boards are core's System (signed updates: verified,
+    then installed and restarted; a future install_timestamp is waited for).
+    """
+
+    def signed(self, **extra: Any) -> dict[str, Any]:
+        request = {
+            "location": "https://backend/fw.bin",
+            "request_id": 7,
+            "signing_certificate": "-----BEGIN CERTIFICATE-----",
+            "signature": "c2lnbmF0dXJl",
+            "retries": 1,
+        }
+        request.update(extra)
+        answer = self.call("update_firmware", {"firmware_update_request": request})
+        self.assertEqual(answer, "Accepted")
+        return request
+
+    def times(self, status: str) -> dict[str, float]:
+        """When each board first reported C{status}."""
+        seen: dict[str, float] = {}
+        for when, board, value in self.boardStatuses:
+            if value == status:
+                seen.setdefault(board, when)
+        return seen
+
+    def station(self) -> list[str]:
+        return [s["firmware_update_status"] for s in self.seen["firmware_update_status"]]
+
+    def heldAt(self) -> dict[str, float]:
+        grants = self.receivers.downloads.values()
+        return {g.board: g.heldAt - self.start for g in grants if g.heldAt is not None}
+
+    def test_allDownloadThenInstallTogether(self) -> None:
+        for n, name in enumerate(SATS):
+            self.receivers.seconds[name] = 2.0 * (n + 1)  # sat8 the slowest: 16 s
+        self.signed()
+        self.turn(60)
+        boards = ["system", *SATS]
+        held = self.heldAt()
+        self.assertEqual(set(held), set(boards))
+        lastHeld = max(held.values())
+        self.assertGreaterEqual(lastHeld, 16)
+        downloaded, installing = self.times("Downloaded"), self.times("Installing")
+        self.assertEqual(set(installing), set(boards))
+        # nobody finished its download, so nobody installed, before the last had the image
+        self.assertGreaterEqual(min(downloaded.values()), lastHeld)
+        self.assertGreaterEqual(min(installing.values()), lastHeld)
+        # and then they went on together (one step of core's scripts apart at most)
+        self.assertLessEqual(max(installing.values()) - min(installing.values()), 1.0)
+        for system in self.systems.values():
+            self.assertEqual(system.installedFirmware, IMAGE)
+        self.assertEqual(sorted(self.resets), sorted(boards))
+        # upstream's rules: SignatureVerified as the main board reports it,
+        # Downloaded once every board did
+        self.assertEqual(
+            self.station(),
+            ["Downloading", "SignatureVerified", "Downloaded", "Installing", "Installed"],
+        )
+
+    def test_oneSlowBoardHoldsTheOthers(self) -> None:
+        self.receivers.seconds["sat5"] = 120
+        self.signed()
+        self.turn(100)
+        # every other board has every byte but the last and waits; nothing installed
+        self.assertEqual(set(self.heldAt()), {"system", *SATS} - {"sat5"})
+        self.assertEqual(self.times("Downloaded"), {})
+        self.assertEqual(self.resets, [])
+        self.assertEqual(self.station(), ["Downloading"])
+        self.turn(30)
+        self.assertGreaterEqual(min(self.times("Installing").values()), 120)
+        self.assertEqual(len(self.times("Installed")), 9)
+        self.assertEqual(self.station()[-1], "Installed")
+
+    def test_failedDownloadDoesNotHoldTheOthers(self) -> None:
+        self.receivers.seconds["sat5"] = 20
+        self.receivers.failing.add("sat5")
+        self.signed()
+        self.turn(60)
+        failedAt = self.times("DownloadFailed")["sat5"]
+        self.assertGreaterEqual(failedAt, 20)
+        downloaded = self.times("Downloaded")
+        self.assertEqual(set(downloaded), {"system", *SATS} - {"sat5"})
+        # released at sat5's failure, not at the hold's deadline
+        self.assertLessEqual(min(downloaded.values()) - failedAt, 1.0)
+        self.assertGreaterEqual(min(downloaded.values()), failedAt)
+        self.assertEqual(self.systems["sat5"].installedFirmware, None)
+        self.assertEqual(self.systems["sat4"].installedFirmware, IMAGE)
+        # upstream's rule: DownloadFailed is final for the station
+        self.assertEqual(self.station(), ["Downloading", "DownloadFailed"])
+
+    def test_holdDeadline(self) -> None:
+        self.aggregator._settings = replace(self.aggregator.settings, install_hold_timeout=60)
+        self.receivers.seconds["sat5"] = 10_000
+        self.signed()
+        self.turn(50)
+        self.assertEqual(self.times("Downloaded"), {})
+        self.turn(30)
+        held = self.heldAt()
+        firstHeld = min(held.values())
+        downloaded = self.times("Downloaded")
+        self.assertEqual(set(downloaded), {"system", *SATS} - {"sat5"})
+        self.assertGreaterEqual(min(downloaded.values()), firstHeld + 60)
+        # the late board was cut off and reported failed; the others installed
+        self.assertTrue(self.receivers.grantOf("sat5").revoked)
+        self.assertEqual(self.station(), ["Downloading", "DownloadFailed"])
+        self.assertEqual(len(self.times("Installed")), 8)
+        self.turn(20)
+        self.assertEqual(self.systems["sat5"].installedFirmware, None)
+        self.assertIn("sat5", self.times("DownloadFailed"))
+
+    def test_backendInstallTimestampLater(self) -> None:
+        later = rfc3339(datetime.fromtimestamp(self.start + 300, UTC))
+        self.receivers.seconds["sat2"] = 30
+        self.signed(install_timestamp=later)
+        self.turn(100)
+        # every board has the image since sat2 got it, and waits for the backend's time
+        self.assertEqual(len(self.times("InstallScheduled")), 9)
+        self.assertGreaterEqual(min(self.times("Downloaded").values()), 30)
+        self.assertEqual(self.times("Installing"), {})
+        self.turn(220)
+        installing = self.times("Installing")
+        self.assertEqual(len(installing), 9)
+        self.assertGreaterEqual(min(installing.values()), 300)
+        self.assertLessEqual(max(installing.values()), 301)
+        self.assertEqual(
+            self.station(),
+            [
+                "Downloading",
+                "SignatureVerified",
+                "InstallScheduled",
+                "Downloaded",
+                "Installing",
+                "Installed",
+            ],
+        )
+
+    def test_allowKeptDuringTheHold(self) -> None:
+        allowed: list[tuple[float, str]] = []
+        for name in ["system", *SATS]:
+            key = (name, "main", "allow_firmware_installation")
+            handler = self.bus._commands[key]
+
+            def spy(args: Any, name: str = name, handler: Any = handler) -> Any:
+                allowed.append((self.clock.seconds() - self.start, name))
+                return handler(args)
+
+            self.bus._commands[key] = spy
+        self.receivers.seconds["sat3"] = 40
+        self.signed()
+        self.turn(10)
+        # the backend allows early (OCPP: every connector is unavailable)
+        self.assertIsNone(self.call("allow_firmware_installation", None))
+        self.assertEqual(allowed, [])
+        self.turn(40)
+        self.assertEqual(sorted(name for _, name in allowed), sorted(["system", *SATS]))
+        self.assertGreaterEqual(min(when for when, _ in allowed), 40)
+        # after the hold it is handed on at once
+        allowed.clear()
+        self.call("allow_firmware_installation", None)
+        self.assertEqual(len(allowed), 9)

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rcp.aggregator.archive import BoardLogs, Packer, archiveName, safeName
-from rcp.aggregator.firmware import FirmwareStatus
+from rcp.aggregator.firmware import FirmwareStatus, InstallHold
 from rcp.aggregator.logs import FAILED, NOT_CONNECTED, REFUSED, TIMED_OUT, UPLOADED, LogCollection
 from rcp.aggregator.module import worstAnswer
 from rcp.aggregator.topology import TopologyError, topologyOf
@@ -193,6 +193,154 @@ class FirmwareStatusTests(SynchronousTestCase):
         )
 
 
+class FirmwareStatusHooksTests(SynchronousTestCase):
+    """What the L{InstallHold} needs from L{FirmwareStatus}."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.published: list[str] = []
+        self.boardStatuses: list[tuple[str, str]] = []
+        self.s = FirmwareStatus(
+            self.clock,
+            ["main", "s1"],
+            "main",
+            5,
+            lambda status, _: self.published.append(status),
+            10,
+            onBoard=lambda board, status: self.boardStatuses.append((board, status)),
+        )
+
+    def feed(self, board: str, value: str, requestId: int = 5) -> None:
+        self.s.received(board, {"firmware_update_status": value, "request_id": requestId})
+
+    def test_everyBoardStatusEvenAfterTheFinalOne(self) -> None:
+        self.feed("s1", "DownloadFailed")
+        self.feed("main", "Downloaded")
+        self.feed("main", "Downloaded", requestId=4)  # another update's: not handed on
+        self.assertEqual(self.published, ["DownloadFailed"])
+        self.assertEqual(self.boardStatuses, [("s1", "DownloadFailed"), ("main", "Downloaded")])
+
+    def test_pausedIsNotSilent(self) -> None:
+        self.feed("main", "Downloading")
+        self.feed("s1", "Downloading")
+        self.s.pause("main")
+        self.clock.advance(9)
+        self.feed("s1", "Downloading")
+        self.clock.advance(9)
+        self.assertEqual(self.published, ["Downloading"])
+        self.s.resume("main")
+        self.feed("s1", "Downloaded")
+        self.clock.advance(10)
+        # silent for 10 s since it went on
+        self.assertEqual(self.published, ["Downloading", "DownloadFailed"])
+        self.assertIn(("main", "DownloadFailed"), self.boardStatuses)
+
+    def test_takeAs(self) -> None:
+        self.s.takeAs("s1", "DownloadFailed", "still had no image")
+        self.assertEqual(self.published, ["DownloadFailed"])
+        self.assertEqual(self.boardStatuses, [("s1", "DownloadFailed")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class InstallHoldTests(SynchronousTestCase):
+    """No board installs before every board has the image or failed, for a bounded time."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.released: list[tuple[float, list[str], list[str]]] = []
+
+    def hold(self, timeout: float = 100, until: float = 1000) -> InstallHold:
+        return InstallHold(
+            self.clock,
+            ["main", "s1", "s2"],
+            5,
+            timeout,
+            until,
+            lambda ready, missing: self.released.append((self.clock.seconds(), ready, missing)),
+        )
+
+    def test_allHaveTheImage(self) -> None:
+        h = self.hold()
+        h.hasImage("s1")
+        self.clock.advance(3)
+        h.boardStatus("main", "SignatureVerified")  # a board that was not held
+        self.assertEqual(self.released, [])
+        self.assertEqual(h.waitingFor(), ["s2"])
+        h.hasImage("s2")
+        self.assertEqual(self.released, [(3, ["main", "s1", "s2"], [])])
+        h.hasImage("s2")
+        h.failed("s1")
+        self.assertEqual(len(self.released), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_slowBoardHolds(self) -> None:
+        h = self.hold()
+        h.hasImage("main")
+        h.hasImage("s1")
+        self.clock.advance(99)
+        self.assertEqual(self.released, [])
+        h.hasImage("s2")
+        self.assertEqual(self.released, [(99, ["main", "s1", "s2"], [])])
+
+    def test_failureDoesNotHold(self) -> None:
+        h = self.hold()
+        h.hasImage("main")
+        h.hasImage("s1")
+        self.clock.advance(7)
+        h.boardStatus("s2", "Downloading")
+        h.boardStatus("s2", "DownloadFailed")
+        self.assertEqual(self.released, [(7, ["main", "s1"], [])])
+
+    def test_retryAfterFailure(self) -> None:
+        h = self.hold()
+        h.boardStatus("s2", "DownloadFailed")  # core's System tries again (retries)
+        h.hasImage("main")
+        h.boardStatus("s1", "InvalidSignature")  # has the image, installs nothing
+        self.assertEqual(self.released, [(0, ["main"], [])])
+        h = self.hold()
+        h.failed("s2")
+        h.hasImage("main")
+        h.hasImage("s2")
+        h.hasImage("s1")
+        self.assertEqual(self.released[-1], (0, ["main", "s1", "s2"], []))
+
+    def test_deadlineFromTheFirstWithTheImage(self) -> None:
+        h = self.hold(timeout=100)
+        self.clock.advance(50)  # the image is still being fetched
+        h.hasImage("main")
+        self.clock.advance(60)
+        h.hasImage("s1")
+        self.clock.advance(39.9)
+        self.assertEqual(self.released, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.released, [(150, ["main", "s1"], ["s2"])])
+        self.assertEqual(h.missing, ["s2"])
+        h.hasImage("s2")  # too late
+        self.assertEqual(len(self.released), 1)
+
+    def test_deadlineNeverAfterTheGrants(self) -> None:
+        h = self.hold(timeout=100, until=120)
+        self.clock.advance(80)
+        h.hasImage("s1")
+        self.clock.advance(40)
+        self.assertEqual(self.released, [(120, ["s1"], ["main", "s2"])])
+
+    def test_nobodyHasTheImage(self) -> None:
+        self.hold(timeout=100, until=500)
+        self.clock.advance(500)
+        self.assertEqual(self.released, [(500, [], ["main", "s1", "s2"])])
+
+    def test_abandon(self) -> None:
+        h = self.hold()
+        h.hasImage("main")
+        h.abandon()
+        h.hasImage("s1")
+        h.hasImage("s2")
+        self.clock.advance(2000)
+        self.assertEqual(self.released, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 class LogCollectionTests(SynchronousTestCase):
     def test_outcomes(self) -> None:
         clock = Clock()
@@ -288,10 +436,14 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(settings.attempts, 1)
         self.assertEqual(settings.incoming_upload_timeout, 60.0)
         self.assertEqual(settings.upload_url_template, "ftp://{my-ip}:2121/")
+        self.assertEqual(settings.install_hold_timeout, 900.0)
+        held = AggregatorSettings.fromConfig("agg", {"install_hold_timeout": 60})
+        self.assertEqual(held.install_hold_timeout, 60.0)
         for bad in (
             {"default_retries": "x"},
             {"command_timeout": True},
             {"silence_timeout": -1},
+            {"install_hold_timeout": "soon"},
             {"upload_url_template": ""},
         ):
             error = self.assertRaises(ValueError, AggregatorSettings.fromConfig, "agg", bad)

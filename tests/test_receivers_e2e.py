@@ -545,3 +545,98 @@ class SlowFtpUploadsHoldNothing(FtpCase):
         self.assertEqual([p.stat().st_size for p in complete], [1_000_000, 1_000_000])
         for data in datas:
             data.close()
+
+
+class HeldFirmware(ReceiverCase):
+    """
+    A download held before the image's last byte (the aggregator's install
+    hold): curl, as core's System downloads, cannot finish until the grant
+    is released.
+    """
+
+    async def until(self, condition: Any, seconds: float = 10) -> None:
+        for _ in range(int(seconds / 0.05)):
+            if condition():
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        self.fail("timed out")
+
+    def heldGrant(self, image: Any) -> tuple[Any, list[float]]:
+        grant = self.receivers.grantDownload("sat1", "127.0.0.1", image, 9, reactor.seconds() + 60)
+        held: list[float] = []
+        grant.holdEnd(lambda: held.append(reactor.seconds()))
+        return grant, held
+
+    async def test_heldUntilReleased(self) -> None:
+        image = self.receivers.newImage("fw.img")
+        data = os.urandom(3_000_000)
+        image.append(data[:1_000_000])
+        grant, held = self.heldGrant(image)
+        target = Path(self.mktemp())
+        # -N: what curl received is in the file at once (no stdio buffer)
+        download = self.curlRun("-f", "-N", "-o", str(target), grant.url("127.0.0.1"))
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(held, [])  # the image is still being fetched
+        image.append(data[1_000_000:])
+        image.finish()
+        await self.until(lambda: held)
+        # every byte but the last has arrived, and curl waits
+        await self.until(lambda: target.exists() and target.stat().st_size == len(data) - 1)
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertFalse(download.called)
+        # a range with an end (random access) is not held
+        _out, err, code = await self.curlRun(
+            "-f", "-o", "/dev/null", "-r", "0-99", grant.url("127.0.0.1")
+        )
+        self.assertEqual(code, 0, err)
+        grant.release()
+        _out, err, code = await download
+        self.assertEqual(code, 0, err)
+        self.assertEqual(target.read_bytes(), data)
+        self.assertEqual(len(held), 1)
+        # released: a later download is not held
+        _out, err, code = await self.curlRun("-f", "-o", str(target), grant.url("127.0.0.1"))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(target.read_bytes(), data)
+
+    async def test_resumeIsHeldToo(self) -> None:
+        image = self.receivers.newImage("fw.img")
+        data = os.urandom(500_000)
+        image.append(data)
+        image.finish()
+        grant, held = self.heldGrant(image)
+        target = Path(self.mktemp())
+        target.write_bytes(data[:100_000])
+        download = self.curlRun("-f", "-N", "-C", "-", "-o", str(target), grant.url("127.0.0.1"))
+        await self.until(lambda: held)
+        await self.until(lambda: target.stat().st_size == len(data) - 1)
+        self.assertFalse(download.called)
+        grant.release()
+        _out, err, code = await download
+        self.assertEqual(code, 0, err)
+        self.assertEqual(target.read_bytes(), data)
+
+    async def test_revokedWhileHeld(self) -> None:
+        image = self.receivers.newImage("fw.img")
+        image.append(os.urandom(200_000))
+        image.finish()
+        grant, held = self.heldGrant(image)
+        download = self.curlRun("-f", "-o", "/dev/null", grant.url("127.0.0.1"))
+        await self.until(lambda: held)
+        grant.revoke()
+        _out, _err, code = await download
+        self.assertNotEqual(code, 0)
+
+    async def test_revokedWhileRunning(self) -> None:
+        # a board still downloading when the others stop waiting is cut off
+        image = self.receivers.newImage("fw.img")
+        image.append(os.urandom(100_000))
+        grant, held = self.heldGrant(image)
+        download = self.curlRun("-f", "-o", "/dev/null", grant.url("127.0.0.1"))
+        await deferLater(reactor, 0.3, lambda: None)
+        grant.revoke()
+        image.append(os.urandom(100_000))
+        image.finish()
+        _out, _err, code = await download
+        self.assertNotEqual(code, 0)
+        self.assertEqual(held, [])

@@ -933,27 +933,51 @@ class SystemSimTests(SynchronousTestCase):
             ],
         )
 
-    def test_signedUpdateDuringInstallation(self) -> None:
+    def test_signedUpdateWhileInstallScheduled(self) -> None:
         """
-        A signed update during an installation is Rejected, yet downloads;
-        its own installation then fails.
+        A scheduled installation is not a running one (core sets its flag
+        only when installing begins): a new signed update is Accepted, and
+        its own schedule replaces the waiting one (core has one timer).
         """
         request = signedRequest(1, install_timestamp="2026-01-01T00:00:30Z")
         self.assertEqual(self.update(request), "Accepted")
         run(self.clock, 5)
         self.assertEqual(self.board.firmware()[-1], (3.0, "InstallScheduled", 1))
+        second = signedRequest(2, install_timestamp="2026-01-01T00:01:00Z")
+        self.assertEqual(self.update(second), "Accepted")
+        run(self.clock, 70)
+        self.assertEqual(
+            self.board.firmware()[4:],
+            [
+                (6.0, "Downloading", 2),
+                (8.0, "Downloaded", 2),
+                (8.0, "SignatureVerified", 2),
+                (8.0, "InstallScheduled", 2),
+                (60.0, "Installing", 2),
+                (61.0, "Installed", 2),
+            ],
+        )
+        self.assertEqual(self.board.resets, ["Hard"])
+
+    def test_signedUpdateDuringInstallation(self) -> None:
+        """
+        A signed update while an installation runs is Rejected, yet
+        downloads; its own installation then fails.
+        """
+        self.assertEqual(self.update(signedRequest(1)), "Accepted")
+        run(self.clock, 3.5)
+        self.assertEqual(self.board.firmware()[-1], (3.0, "Installing", 1))
         self.assertEqual(self.update(signedRequest(2)), "Rejected")
-        run(self.clock, 40)
+        run(self.clock, 10)
         statuses = [(status, rid) for _, status, rid in self.board.firmware()]
         self.assertEqual(
             statuses[4:],
             [
+                ("Installed", 1),
                 ("Downloading", 2),
                 ("Downloaded", 2),
                 ("SignatureVerified", 2),
                 ("InstallationFailed", 2),
-                ("Installing", 1),
-                ("Installed", 1),
             ],
         )
 

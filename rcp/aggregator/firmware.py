@@ -15,7 +15,12 @@ unsigned update's are -1); the state is fresh for every update; and a board
 that reports nothing for C{silenceTimeout} seconds is taken as failed
 (C{DownloadFailed} before it reported C{Downloaded}, else
 C{InstallationFailed}), so the station's status never waits forever.  A
-board whose last status is a scheduled or paused one is not silent.
+board whose last status is a scheduled or paused one is not silent, nor is
+a board the L{InstallHold} keeps waiting (L{FirmwareStatus.pause}).
+
+L{InstallHold} is rcp's own: no board may install before every board has
+the whole image (or has failed), because any board's restart restarts the
+station and cuts the downloads still running.
 """
 
 from __future__ import annotations
@@ -53,9 +58,26 @@ FINAL: Final = FIRST_ONLY - {"Downloading"}
 WAITING: Final = frozenset({"DownloadScheduled", "DownloadPaused", "InstallScheduled"})
 #: the board's own update is over
 _DONE: Final = FINAL | {"Installed"}
+#: a board that reports one of these has the whole image
+HAS_IMAGE: Final = frozenset(
+    {
+        "Downloaded",
+        "SignatureVerified",
+        "InstallScheduled",
+        "Installing",
+        "InstallRebooting",
+        "Installed",
+    }
+)
 
 Publish = Callable[[str, int], None]
 """C{publish(status, requestId)}: the station's status."""
+
+BoardStatus = Callable[[str, str], None]
+"""C{seen(board, status)}: one board's status of the current update."""
+
+Release = Callable[[list[str], list[str]], None]
+"""C{release(ready, missing)}: the boards that may install, those taken as failed."""
 
 
 def _cut(value: object, limit: int = 120) -> str:
@@ -76,6 +98,9 @@ class FirmwareStatus:
         counts as failed.
     @param startsIn: seconds until the boards start (a C{retrieve_timestamp}
         in the future); the silence timers start then.
+    @param onBoard: called with every status of a board of this update
+        (C{request_id} checked), the ones the silence stands for too, even
+        after the station's final status: for the L{InstallHold}.
     """
 
     log = Logger()
@@ -89,6 +114,7 @@ class FirmwareStatus:
         publish: Publish,
         silenceTimeout: float,
         startsIn: float = 0.0,
+        onBoard: BoardStatus | None = None,
     ) -> None:
         if mainBoard not in boards:
             raise ValueError(f"the main board {mainBoard} is not among {list(boards)}")
@@ -97,6 +123,7 @@ class FirmwareStatus:
         self.mainBoard = mainBoard
         self.requestId = requestId
         self._publish = publish
+        self._onBoard = onBoard
         self.silenceTimeout = silenceTimeout
         #: the boards that reported each status
         self.reported: dict[str, set[str]] = {}
@@ -106,6 +133,9 @@ class FirmwareStatus:
         self.published: list[str] = []
         #: a final status was passed on (or the update was abandoned)
         self.finished = False
+        self._abandoned = False
+        #: boards kept waiting on purpose (not silent)
+        self.paused: set[str] = set()
         self._timers: dict[str, IDelayedCall] = {}
         for board in self.boards:
             self._timers[board] = clock.callLater(
@@ -116,7 +146,7 @@ class FirmwareStatus:
 
     def received(self, board: str, value: Any) -> None:
         """A C{firmware_update_status} published by C{board}."""
-        if self.finished or board not in self.boards:
+        if self._abandoned or board not in self.boards:
             return
         if not isinstance(value, dict):
             self.log.warn(
@@ -134,19 +164,56 @@ class FirmwareStatus:
             )
             return
         if type(requestId) is not int or requestId != self.requestId:
-            self.log.info(
-                "firmware status {status} of {board} ignored: request_id {got}, not {want}",
-                status=status,
-                board=board,
-                got=_cut(requestId),
-                want=self.requestId,
-            )
+            if not self.finished:
+                self.log.info(
+                    "firmware status {status} of {board} ignored: request_id {got}, not {want}",
+                    status=status,
+                    board=board,
+                    got=_cut(requestId),
+                    want=self.requestId,
+                )
             return
-        self._board(board, status)
+        self._seen(board, status)
+        if not self.finished:
+            self._board(board, status)
+
+    def takeAs(self, board: str, status: str, why: str) -> None:
+        """C{board} is taken to have reported C{status} (it is not waited for any more)."""
+        if self._abandoned or board not in self.boards:
+            return
+        self.paused.discard(board)
+        self.log.warn(
+            "firmware update {requestId}: {board} {why}: taken as {status}",
+            requestId=self.requestId,
+            board=board,
+            why=why,
+            status=status,
+        )
+        self._seen(board, status)
+        if not self.finished:
+            self._board(board, status)
+
+    def pause(self, board: str) -> None:
+        """C{board} is kept waiting on purpose: it is not silent until L{resume}."""
+        if board not in self.boards:
+            return
+        self.paused.add(board)
+        timer = self._timers.pop(board, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def resume(self, board: str) -> None:
+        """C{board} goes on: its silence counts again from now."""
+        if board not in self.paused:
+            return
+        self.paused.discard(board)
+        if not self.finished:
+            self._rearm(board, self.last.get(board, "Downloading"))
 
     def abandon(self) -> None:
         """The update is over for the caller (a new one, or a refusal): pass nothing on."""
         self.finished = True
+        self._abandoned = True
         self._stopTimers()
 
     # -- the rules ------------------------------------------------------------
@@ -174,6 +241,18 @@ class FirmwareStatus:
             if status in FINAL:
                 self._finish()
 
+    def _seen(self, board: str, status: str) -> None:
+        if self._onBoard is None:
+            return
+        try:
+            self._onBoard(board, status)
+        except Exception:
+            self.log.failure(
+                "handing on the firmware status {status} of {board} failed",
+                status=status,
+                board=board,
+            )
+
     def _pass(self, status: str) -> None:
         self.published.append(status)
         try:
@@ -191,7 +270,7 @@ class FirmwareStatus:
         timer = self._timers.pop(board, None)
         if timer is not None and timer.active():
             timer.cancel()
-        if status in _DONE or status in WAITING:
+        if status in _DONE or status in WAITING or board in self.paused:
             return
         self._timers[board] = self.clock.callLater(self.silenceTimeout, self._silent, board)
 
@@ -201,19 +280,176 @@ class FirmwareStatus:
             return
         downloaded = board in self.reported.get("Downloaded", set())
         failure = "InstallationFailed" if downloaded else "DownloadFailed"
-        self.log.warn(
-            "firmware update {requestId}: {board} reported nothing for {seconds:.0f} s"
-            " (last: {last}): taken as {failure}",
-            requestId=self.requestId,
-            board=board,
-            seconds=self.silenceTimeout,
-            last=self.last.get(board, "nothing"),
-            failure=failure,
+        self.takeAs(
+            board,
+            failure,
+            f"reported nothing for {self.silenceTimeout:.0f} s"
+            f" (last: {self.last.get(board, 'nothing')})",
         )
-        self._board(board, failure)
 
     def _stopTimers(self) -> None:
         timers, self._timers = self._timers, {}
         for timer in timers.values():
             if timer.active():
                 timer.cancel()
+
+
+class InstallHold:
+    """
+    No board installs before every board that took the update has the
+    whole image, or has failed: the first board to install restarts, and
+    with it the whole station, which cuts the downloads still running.
+
+    The hold knows which boards have the image (L{hasImage}: the main
+    board's receiver holds a board's download just before its last byte,
+    or the board reported a status of L{HAS_IMAGE}) and which failed
+    (L{failed}, or their statuses through L{boardStatus}).  It ends once,
+    calling C{release(ready, missing)}:
+
+      - as soon as every board has the image or failed: C{missing} is
+        empty;
+      - at its deadline, C{holdTimeout} seconds after the first board had
+        the image (at C{until} at the latest, the download grants' end):
+        C{missing} lists the boards still without the image, which the
+        caller reports failed; the others install.
+
+    @param clock: for the deadline.
+    @param boards: every board taking part.
+    @param requestId: the update's C{request_id}, for the log.
+    @param holdTimeout: seconds the boards that have the image wait for
+        the others, from the first of them.
+    @param until: the clock's time by which the hold ends anyway.
+    @param release: called once when the hold ends.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        boards: Sequence[str],
+        requestId: int,
+        holdTimeout: float,
+        until: float,
+        release: Release,
+    ) -> None:
+        self.clock = clock
+        self.boards = tuple(boards)
+        self.requestId = requestId
+        self.holdTimeout = holdTimeout
+        self.until = until
+        self._release = release
+        #: the boards that have the whole image
+        self.ready: set[str] = set()
+        #: the boards whose update failed
+        self.failedBoards: set[str] = set()
+        #: when the first board had the image
+        self.firstReady: float | None = None
+        #: the hold ended (released, or abandoned)
+        self.open = False
+        #: the boards the deadline took as failed
+        self.missing: list[str] = []
+        self._timer: IDelayedCall | None = clock.callLater(
+            max(0.0, until - clock.seconds()), self._deadline
+        )
+
+    # -- input ----------------------------------------------------------------
+
+    def boardStatus(self, board: str, status: str) -> None:
+        """A status of C{board} for this update (see L{FirmwareStatus}'s C{onBoard})."""
+        if status in HAS_IMAGE:
+            self.hasImage(board)
+        elif status in FINAL:
+            self.failed(board)
+
+    def hasImage(self, board: str) -> None:
+        """C{board} has the whole image, bar what the receiver holds back."""
+        if self.open or board not in self.boards or board in self.ready:
+            return
+        self.failedBoards.discard(board)
+        self.ready.add(board)
+        if self.firstReady is None:
+            self.firstReady = self.clock.seconds()
+            deadline = min(self.firstReady + self.holdTimeout, self.until)
+            self._schedule(deadline)
+            self.log.info(
+                "firmware update {requestId}: {board} is the first board with the image;"
+                " the others have {seconds:.0f} s to catch up",
+                requestId=self.requestId,
+                board=board,
+                seconds=max(0.0, deadline - self.firstReady),
+            )
+        self._check()
+
+    def failed(self, board: str) -> None:
+        """C{board}'s update failed: it is not waited for."""
+        if self.open or board not in self.boards or board in self.failedBoards:
+            return
+        self.ready.discard(board)
+        self.failedBoards.add(board)
+        self._check()
+
+    def abandon(self) -> None:
+        """The update was abandoned: no release."""
+        self.open = True
+        self._cancel()
+
+    # -- the rule -------------------------------------------------------------
+
+    def waitingFor(self) -> list[str]:
+        """The boards that have neither the image nor failed, in board order."""
+        return [b for b in self.boards if b not in self.ready and b not in self.failedBoards]
+
+    def _check(self) -> None:
+        if not self.waitingFor():
+            self._end([])
+
+    def _deadline(self) -> None:
+        self._timer = None
+        if self.open:
+            return
+        missing = self.waitingFor()
+        waited = (
+            f"{self.clock.seconds() - self.firstReady:.0f} s after the first board had the image"
+            if self.firstReady is not None
+            else "at the end of the download grants"
+        )
+        self.log.warn(
+            "firmware update {requestId}: {missing} still without the image {waited}:"
+            " not waited for any more",
+            requestId=self.requestId,
+            missing=", ".join(missing),
+            waited=waited,
+        )
+        self._end(missing)
+
+    def _end(self, missing: list[str]) -> None:
+        self.open = True
+        self.missing = missing
+        self._cancel()
+        ready = [b for b in self.boards if b in self.ready]
+        self.log.info(
+            "firmware update {requestId}: installation may begin on {ready}{failed}",
+            requestId=self.requestId,
+            ready=", ".join(ready) or "no board",
+            failed=(
+                f" (failed: {', '.join(b for b in self.boards if b not in self.ready)})"
+                if len(ready) < len(self.boards)
+                else ""
+            ),
+        )
+        try:
+            self._release(ready, missing)
+        except Exception:
+            self.log.failure(
+                "releasing firmware update {requestId} failed", requestId=self.requestId
+            )
+
+    def _schedule(self, when: float) -> None:
+        self._cancel()
+        self._timer = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._deadline)
+
+    def _cancel(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()

@@ -19,6 +19,19 @@ update_firmware
   status of that update is passed on.  Statuses are combined by
   L{rcp.aggregator.firmware.FirmwareStatus}.
 
+  No board installs before every board has the image: any board's restart
+  restarts the station and would cut the downloads still running.  The
+  receivers serve each board's download up to the image's last byte and
+  hold it there (L{IDownloadGrant.holdEnd}); once every board is held
+  there, or reported a status of having the image, or failed, every grant
+  is released and the boards finish together
+  (L{rcp.aggregator.firmware.InstallHold}).  The hold lasts at most
+  C{install_hold_timeout} seconds from the first board with the image;
+  then the boards still downloading are cut off (grant revoked) and
+  reported failed, and the others go on.  The backend's own
+  C{install_timestamp} is handed on unchanged: a System that honours it
+  (core's C{System}, signed updates) installs at that time if it is later.
+
 upload_logs
   Every board uploads to the receivers with its own grant; once each has an
   outcome (L{rcp.aggregator.logs}) the files are packed into one archive
@@ -35,7 +48,9 @@ is_reset_allowed, set_system_time
   The boards' answers AND-ed; a board that fails to answer says no.
 
 allow_firmware_installation
-  To every board.
+  To every board; during a firmware update's hold it is kept and sent once
+  the hold ends (a System that holds its restart for it, as core's
+  C{Linux_Systemd_Rauc}, restarts only then).
 
 get_boot_reason
   Every board's reason is logged and kept in L{bootReasons}; the answer is
@@ -58,7 +73,7 @@ from twisted.python.failure import Failure
 from ..everest.interface import IEverestModule
 from .archive import BoardLogs, Packer, archiveName
 from .fanout import Answer, callOne, fanOut
-from .firmware import UNSIGNED, FirmwareStatus
+from .firmware import UNSIGNED, FirmwareStatus, InstallHold
 from .logs import FAILED, NOT_CONNECTED, LogCollection
 from .ports import IDownloadGrant, IImageWriter, IReceivers, ITransfers, IUploadGrant
 from .settings import AggregatorSettings
@@ -112,12 +127,18 @@ class _FirmwareRun:
     def __init__(self, requestId: int) -> None:
         self.requestId = requestId
         self.status: FirmwareStatus | None = None
+        self.hold: InstallHold | None = None
         self.image: IImageWriter | None = None
         self.grants: list[IDownloadGrant] = []
+        self.grantOf: dict[str, IDownloadGrant] = {}
         self.fetch: Deferred[int] | None = None
         self.abandoned = False
         #: statuses that arrived before every board answered, replayed then
         self.early: list[tuple[str, Any]] = []
+        #: boards held at the image's end before every board answered
+        self.heldEarly: list[str] = []
+        #: allow_firmware_installation arrived during the hold
+        self.allowWanted = False
 
 
 class SystemAggregator:
@@ -217,7 +238,7 @@ class SystemAggregator:
     def stop(self) -> None:
         """Abandon what is under way (the process ends)."""
         if self._firmware is not None:
-            self._abandonFirmware(self._firmware, "the aggregator stops")
+            self._abandonFirmware(self._firmware, "the aggregator stops", handOn=False)
         if self._logRun is not None:
             self._cancelLogs(self._logRun, publish=False)
 
@@ -317,7 +338,9 @@ class SystemAggregator:
                 continue
             myIp, peer = where
             grant = self.receivers.grantDownload(board.name, peer, run.image, requestId, deadline)
+            grant.holdEnd(lambda board=board: self._held(run, board.name))  # type: ignore[misc]
             run.grants.append(grant)
+            run.grantOf[board.name] = grant
             requests[board.name] = {**request, "location": grant.url(myIp)}
         replies = await fanOut(
             self.clock,
@@ -354,17 +377,30 @@ class SystemAggregator:
         if answer not in _ACCEPTING:
             self._abandonFirmware(run, f"the station answered {answer}")
             return answer
+        names = [b.name for b in self._boards()]
+        run.hold = InstallHold(
+            self.clock,
+            names,
+            requestId,
+            self.settings.install_hold_timeout,
+            deadline,
+            lambda ready, missing: self._release(run, ready, missing),
+        )
         run.status = FirmwareStatus(
             self.clock,
-            [b.name for b in self._boards()],
+            names,
             self._boards()[0].name,
             requestId,
             self._publishFirmware,
             self.settings.silence_timeout,
+            onBoard=run.hold.boardStatus,
         )
         early, run.early = run.early, []
         for name, value in early:
             run.status.received(name, value)
+        held, run.heldEarly = run.heldEarly, []
+        for name in held:
+            self._held(run, name)
         retries, interval = self._attempts(request)
         run.fetch = self.transfers.fetch(request["location"], run.image, retries, interval)
         run.fetch.addCallbacks(
@@ -385,11 +421,19 @@ class SystemAggregator:
         )
         return answer
 
-    def _abandonFirmware(self, run: _FirmwareRun, why: str) -> None:
+    def _abandonFirmware(self, run: _FirmwareRun, why: str, handOn: bool = True) -> None:
         if run.abandoned:
             return
         run.abandoned = True
+        if run.allowWanted and handOn:
+            # nothing is held any more: as without a hold
+            run.allowWanted = False
+            Deferred.fromCoroutine(self._allowAll({})).addErrback(
+                lambda f: self.log.failure("allow_firmware_installation failed", f)
+            )
         self.log.info("update_firmware {id} abandoned: {why}", id=run.requestId, why=why)
+        if run.hold is not None:
+            run.hold.abandon()
         if run.status is not None:
             run.status.abandon()
         for grant in run.grants:
@@ -400,6 +444,55 @@ class SystemAggregator:
             run.image.fail(why)
         if self._firmware is run:
             self._firmware = None
+
+    def _held(self, run: _FirmwareRun, board: str) -> None:
+        """C{board} received the whole image but its last byte: it waits for the others."""
+        if run.abandoned:
+            return
+        if run.hold is None or run.status is None:
+            run.heldEarly.append(board)
+            return
+        if run.hold.open:
+            return
+        self.log.info(
+            "update_firmware {id}: {board} has the image and waits for {others}",
+            id=run.requestId,
+            board=board,
+            others=", ".join(b for b in run.hold.waitingFor() if b != board) or "no board",
+        )
+        run.status.pause(board)
+        run.hold.hasImage(board)
+
+    def _release(self, run: _FirmwareRun, ready: list[str], missing: list[str]) -> None:
+        """The hold ended: the late boards are cut off, the others finish their downloads."""
+        if run.abandoned:
+            return
+        status = run.status
+        for name in missing:
+            grant = run.grantOf.get(name)
+            if grant is not None:
+                grant.revoke()
+            if status is not None:
+                status.takeAs(
+                    name,
+                    "DownloadFailed",
+                    "still had no image when the others stopped waiting",
+                )
+        for name, grant in run.grantOf.items():
+            if name not in missing:
+                grant.release()
+        if status is not None:
+            for name in ready:
+                status.resume(name)
+        if run.allowWanted:
+            run.allowWanted = False
+            self.log.info(
+                "update_firmware {id}: allow_firmware_installation handed on now",
+                id=run.requestId,
+            )
+            Deferred.fromCoroutine(self._allowAll({})).addErrback(
+                lambda f: self.log.failure("allow_firmware_installation failed", f)
+            )
 
     def _firmwareStatus(self, board: Board) -> Callable[[Any], None]:
         def received(value: Any) -> None:
@@ -659,9 +752,21 @@ class SystemAggregator:
     # -- the other commands -------------------------------------------------------
 
     async def _allowFirmwareInstallation(self, args: dict[str, Any]) -> None:
+        run = self._firmware
+        if run is not None and not run.abandoned and not (run.hold is not None and run.hold.open):
+            # handed on when the hold ends (_release)
+            run.allowWanted = True
+            self.log.info(
+                "allow_firmware_installation kept until every board has the image of update {id}",
+                id=run.requestId,
+            )
+            return None
+        await self._allowAll(args)
+        return None
+
+    async def _allowAll(self, args: dict[str, Any]) -> None:
         answers = await self._fanOut("allow_firmware_installation", lambda b: dict(args))
         self._logRefusals("allow_firmware_installation", answers)
-        return None
 
     async def _isResetAllowed(self, args: dict[str, Any]) -> bool:
         answers = await self._fanOut("is_reset_allowed", lambda b: dict(args))

@@ -9,6 +9,8 @@ transfers (L{rcp.transfer}) are adapted to them, and tests use fakes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import Interface
@@ -58,7 +60,20 @@ class IDownloadGrant(Interface):
         """The location the board downloads the image from (main board at C{myIp})."""
 
     def revoke() -> None:
-        """End the grant now."""
+        """End the grant now (a download held by L{holdEnd} fails)."""
+
+    def holdEnd(onHeld: Callable[[], None]) -> None:
+        """
+        Serve this board's downloads of the whole image (a plain GET, or
+        an open-ended range as C{curl -C -} sends) up to the image's last
+        byte only, until L{release}: the board cannot finish, so it cannot
+        install.  C{onHeld()} is called once, when the image is complete
+        and the board has received (acknowledged) every byte but the last.
+        Called before the URL is handed out.
+        """
+
+    def release() -> None:
+        """Serve the rest: held downloads finish, later ones are not held."""
 
 
 class IReceivers(Interface):

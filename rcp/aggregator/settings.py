@@ -23,6 +23,10 @@ class AggregatorSettings:
         counts as failed (rcp).
     @ivar firmware_download_timeout: seconds a board's firmware download
         grant is valid (rcp).
+    @ivar install_hold_timeout: seconds the boards that have the firmware
+        image wait, from the first of them, for the boards still
+        downloading before they install anyway; the late ones are
+        reported failed (rcp).  Never longer than the download grants.
     @ivar max_upload_bytes: the most a board may upload for one log request (rcp).
     @ivar link_check_interval: seconds between two checks of the satellites'
         links during a log collection (rcp).
@@ -36,6 +40,7 @@ class AggregatorSettings:
     command_timeout: float = 30.0
     silence_timeout: float = 900.0
     firmware_download_timeout: float = 3600.0
+    install_hold_timeout: float = 900.0
     max_upload_bytes: int = 256 * 1024 * 1024
     link_check_interval: float = 5.0
 

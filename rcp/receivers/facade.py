@@ -6,6 +6,8 @@ module is on main).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
@@ -45,6 +47,12 @@ class DownloadGrant:
 
     def revoke(self) -> None:
         self.grant.revoke()
+
+    def holdEnd(self, onHeld: Callable[[], None]) -> None:
+        self.grant.holdEnd(onHeld)
+
+    def release(self) -> None:
+        self.grant.releaseEnd()
 
 
 @implementer(IReceivers)

@@ -72,7 +72,14 @@ class Grant:
     sessions: int = 0
     #: called when the grant ends (running sessions abort on expiry or revoke)
     onEnd: list[Callable[[], None]] = field(default_factory=list)
+    #: a download grant whose downloads stop before the image's last byte
+    #: until L{releaseEnd} (L{holdEnd})
+    holdsEnd: bool = False
+    endReleased: bool = False
+    onHeld: Callable[[], None] | None = None
+    heldReported: bool = False
     _waiting: list[Deferred[list[str]]] = field(default_factory=list)
+    _releaseWaiting: list[Deferred[bool]] = field(default_factory=list)
     _expiry: IDelayedCall | None = None
 
     @property
@@ -94,6 +101,51 @@ class Grant:
     def revoke(self) -> None:
         """End the grant now; later requests with it are refused."""
         self.book.end(self, "revoked")
+
+    # -- a download held before the image's last byte -----------------------
+
+    def holdEnd(self, onHeld: Callable[[], None]) -> None:
+        """Hold downloads before the last byte until L{releaseEnd}; C{onHeld()} once held."""
+        self.holdsEnd = True
+        self.onHeld = onHeld
+
+    @property
+    def holding(self) -> bool:
+        """Whether this grant's downloads stop before the image's last byte now."""
+        return self.holdsEnd and not self.endReleased and not self.ended
+
+    def releaseEnd(self) -> None:
+        """Held downloads go on to the end; later ones are not held."""
+        if self.endReleased:
+            return
+        self.endReleased = True
+        self._wakeHeld(True)
+
+    def whenReleased(self) -> Deferred[bool]:
+        """Fires with True at L{releaseEnd}, with False if the grant ends first."""
+        d: Deferred[bool] = Deferred()
+        if self.endReleased or self.ended:
+            d.callback(self.endReleased)
+        else:
+            self._releaseWaiting.append(d)
+        return d
+
+    def reachedEnd(self) -> None:
+        """A download of this grant has every byte but the held one: tell (once)."""
+        if self.heldReported or not self.holding:
+            return
+        self.heldReported = True
+        self.book.log.info("{grant}: held before the last byte", grant=self.describe())
+        if self.onHeld is not None:
+            try:
+                self.onHeld()
+            except Exception:
+                self.book.log.failure("reporting {grant} held", grant=self.describe())
+
+    def _wakeHeld(self, released: bool) -> None:
+        waiting, self._releaseWaiting = self._releaseWaiting, []
+        for d in waiting:
+            d.callback(released)
 
     def urlFor(self, template: str, myIp: str) -> str:
         """
@@ -257,6 +309,7 @@ class GrantBook:
         waiting, grant._waiting = grant._waiting, []
         for d in waiting:
             d.callback(list(grant.files))
+        grant._wakeHeld(grant.endReleased)
         # Keep ended grants so that a replay is refused as used, not unknown;
         # forget them after a while so the book does not grow forever.
         self._forget[grant.token] = self.clock.callLater(3600, self._dropped, grant.token)

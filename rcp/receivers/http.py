@@ -3,17 +3,23 @@ The HTTP receiver on C{twisted.web}: C{PUT /u/TOKEN/NAME} of log files,
 streamed to disk while the body arrives (Content-Length checked before the
 first byte), and C{GET}/C{HEAD /fw/TOKEN/NAME} of firmware images with
 C{Range} (206, 416) so C{curl -C -} resumes; an image still being fetched
-is served as it grows.
+is served as it grows.  A download of the whole image under a grant that
+holds its end (C{Grant.holdEnd}) stops before the image's last byte until
+the grant is released: the board cannot finish, so it cannot install.
 """
 
 from __future__ import annotations
 
+import fcntl
 import re
+import struct
+import termios
 from collections.abc import Callable
 from typing import IO, Any, cast
 from urllib.parse import unquote
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -24,6 +30,12 @@ from .grants import Grant, GrantBook, Refused
 from .store import GrantEnded, Image, IncomingFile, NoSpace, Store, StoreError, TooLarge
 
 CHUNK = 64 * 1024
+
+#: what a held download waits before: the image's last byte
+HELD_BYTES = 1
+
+#: seconds between two looks at whether a held download's bytes arrived
+DRAIN_INTERVAL = 0.2
 
 _RANGE = re.compile(rb"^bytes=(\d{0,18})-(\d{0,18})$")
 
@@ -189,6 +201,36 @@ class ReceiverRequest(server.Request):
         super().connectionLost(reason)
 
 
+def _tcpTransport(transport: Any) -> Any:
+    """Through protocol wrappers (the connection cap) to the connection's own transport."""
+    for _ in range(8):
+        inner = getattr(transport, "transport", None)
+        if inner is None or not hasattr(transport, "wrappedProtocol"):
+            break
+        transport = inner
+    return transport
+
+
+def unacknowledged(transport: Any) -> int:
+    """
+    Bytes written to C{transport} that its peer has not acknowledged yet:
+    what Twisted still buffers and, on Linux, the socket's send queue
+    (C{SIOCOUTQ}: sent but unacknowledged, and unsent).
+    """
+    t = _tcpTransport(transport)
+    buffered = len(getattr(t, "dataBuffer", b"")) - int(getattr(t, "offset", 0))
+    pending = max(0, buffered) + int(getattr(t, "_tempDataLen", 0))
+    outq = getattr(termios, "TIOCOUTQ", None)
+    getHandle = getattr(t, "getHandle", None)
+    if outq is not None and getHandle is not None:
+        try:
+            raw = fcntl.ioctl(getHandle().fileno(), outq, b"\0\0\0\0")
+            pending += struct.unpack("i", raw)[0]
+        except (OSError, AttributeError, ValueError, TypeError):
+            pass
+    return pending
+
+
 class ImageProducer:
     """
     Sends bytes C{start} to C{end} of an image, waiting for bytes still to
@@ -196,25 +238,62 @@ class ImageProducer:
     the image has bytes, stops when the transport pauses it, and sleeps on
     the image (L{Image.waitFor}) when it caught up with a fetch still
     running, so a waiting download costs nothing until the next bytes.
+
+    With C{grant} (a download of the whole image, or of an open-ended
+    range), while the grant holds its end: it stops before the image's
+    last byte, tells the grant once the peer acknowledged every byte sent
+    (C{Grant.reachedEnd}), and goes on when the grant is released; if the
+    grant ends (revoked, expired) before its release, the download is cut
+    off, held or not: the board is not to finish it.
     """
 
-    def __init__(self, request: server.Request, image: Image, start: int, end: int | None) -> None:
+    def __init__(
+        self,
+        request: server.Request,
+        image: Image,
+        start: int,
+        end: int | None,
+        grant: Grant | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.request = request
         self.image = image
         self.position = start
         self.end = end
+        self.grant = grant if grant is not None and grant.holdsEnd else None
+        self.clock = clock
         self.file: IO[bytes] | None = open(image.path, "rb", buffering=0)
         self.file.seek(start)
         self._waiting: Deferred[None] | None = None
+        self._held: Deferred[bool] | None = None
+        self._drain: IDelayedCall | None = None
         self._paused = False
         request.notifyFinish().addErrback(lambda _: self.stopProducing())
         request.registerProducer(self, True)
+        if self.grant is not None:
+            self.grant.onEnd.append(self._grantEnded)
         self._pump()
 
+    def _grantEnded(self) -> None:
+        if self.grant is not None and not self.grant.endReleased and self.file is not None:
+            self._stopWaiting()
+            self._abort()
+
+    def _holding(self) -> bool:
+        return self.grant is not None and self.grant.holding
+
     def _pump(self) -> None:
-        while self.file is not None and not self._paused and self._waiting is None:
+        while (
+            self.file is not None
+            and not self._paused
+            and self._waiting is None
+            and self._held is None
+        ):
             # only bytes known to be on disk (the image's size), never a write in progress
             limit = self.image.size if self.end is None else min(self.end, self.image.size)
+            holding = self._holding()
+            if holding:
+                limit = min(limit, self.image.size - HELD_BYTES)
             want = min(CHUNK, limit - self.position)
             data = self.file.read(want) if want > 0 else b""
             if data:
@@ -231,8 +310,11 @@ class ImageProducer:
                 self._abort()
             elif self.image.finished and self.position >= self.image.size:
                 self._done()
+            elif holding and self.image.finished:
+                self._hold()
             else:
-                self._waiting = self.image.waitFor(self.position)
+                after = self.position + (HELD_BYTES if holding else 0)
+                self._waiting = self.image.waitFor(after)
                 self._waiting.addCallback(self._woken)
             return
 
@@ -240,7 +322,55 @@ class ImageProducer:
         self._waiting = None
         self._pump()
 
+    # -- held before the last byte ---------------------------------------------
+
+    def _hold(self) -> None:
+        assert self.grant is not None
+        self._held = self.grant.whenReleased()
+        self._held.addCallback(self._released)
+        if self._held is not None:
+            self._watchDrain()
+
+    def _watchDrain(self) -> None:
+        self._drain = None
+        if self._held is None or self.file is None or self.grant is None:
+            return
+        channel = self.request.channel
+        transport = getattr(channel, "transport", None)
+        if transport is None or unacknowledged(transport) == 0 or self.clock is None:
+            self.grant.reachedEnd()
+            return
+        self._drain = self.clock.callLater(DRAIN_INTERVAL, self._watchDrain)
+
+    def _released(self, released: bool) -> None:
+        self._held = None
+        self._stopDrain()
+        if self.file is None:
+            return
+        if released:
+            self._pump()
+        else:
+            self._abort()
+
+    def _stopDrain(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and drain.active():
+            drain.cancel()
+
+    # -- the end ----------------------------------------------------------------
+
+    def _stopWaiting(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.addErrback(lambda _: None)
+
     def _close(self) -> None:
+        self._stopDrain()
+        if self.grant is not None:
+            try:
+                self.grant.onEnd.remove(self._grantEnded)
+            except ValueError:
+                pass
         if self.file is not None:
             self.file.close()
             self.file = None
@@ -324,14 +454,17 @@ class _Root(Resource):
             if not image.finished:
                 if request.method == b"HEAD":
                     return b""
-                ImageProducer(request, image, 0, None)
+                ImageProducer(request, image, 0, None, grant, self.receiver.book.clock)
                 return server.NOT_DONE_YET
-            return self._serve(request, image, 0, image.size)
+            return self._serve(request, image, 0, image.size, grant)
         start = int(match.group(1))
         last = int(match.group(2)) if match.group(2) else None
+        # an open-ended range (curl -C -) is the rest of a download: held
+        # like one; a range with an end (random access) is not
+        held = grant if last is None else None
         if image.finished:
-            return self._range(request, image, start, last)
-        self._whenFinished(image, lambda: self._finishedRange(request, image, start, last))
+            return self._range(request, image, start, last, held)
+        self._whenFinished(image, lambda: self._finishedRange(request, image, start, last, held))
         return server.NOT_DONE_YET
 
     render_HEAD = render_GET
@@ -346,20 +479,30 @@ class _Root(Resource):
         image.waitFor(image.size).addCallback(woken)
 
     def _finishedRange(
-        self, request: server.Request, image: Image, start: int, last: int | None
+        self,
+        request: server.Request,
+        image: Image,
+        start: int,
+        last: int | None,
+        grant: Grant | None,
     ) -> None:
         if request.finished or getattr(request, "_disconnected", False):
             return
         if image.failed is not None:
             cast(Any, request.channel.transport).loseConnection()
             return
-        body = self._range(request, image, start, last)
+        body = self._range(request, image, start, last, grant)
         if isinstance(body, bytes):
             request.write(body)
             request.finish()
 
     def _range(
-        self, request: server.Request, image: Image, start: int, last: int | None
+        self,
+        request: server.Request,
+        image: Image,
+        start: int,
+        last: int | None,
+        grant: Grant | None = None,
     ) -> bytes | int:
         size = image.size
         if start >= size or (last is not None and last < start):
@@ -369,13 +512,20 @@ class _Root(Resource):
         end = size if last is None else min(size, last + 1)
         request.setResponseCode(206)
         request.setHeader(b"content-range", b"bytes %d-%d/%d" % (start, end - 1, size))
-        return self._serve(request, image, start, end)
+        return self._serve(request, image, start, end, grant)
 
-    def _serve(self, request: server.Request, image: Image, start: int, end: int) -> bytes | int:
+    def _serve(
+        self,
+        request: server.Request,
+        image: Image,
+        start: int,
+        end: int,
+        grant: Grant | None = None,
+    ) -> bytes | int:
         request.setHeader(b"content-length", b"%d" % (end - start))
         if request.method == b"HEAD" or end == start:
             return b""
-        ImageProducer(request, image, start, end)
+        ImageProducer(request, image, start, end, grant, self.receiver.book.clock)
         return server.NOT_DONE_YET
 
     def render(self, request: server.Request) -> bytes | int:

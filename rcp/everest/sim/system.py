@@ -166,7 +166,11 @@ class SystemSim:
         self._bootReason = bootReason
         self._standardRun: _Run | None = None
         self._signedRun: _Run | None = None
+        #: an installation waiting for its install_timestamp (core: one timer)
+        self._installTimer: _Run | None = None
         self._installRun: _Run | None = None
+        #: an installation has begun in this boot (core never clears its flag)
+        self._installing = False
         self._logRun: _Run | None = None
         self._resetCall: IDelayedCall | None = None
         self._started = False
@@ -195,7 +199,13 @@ class SystemSim:
 
     def stop(self) -> None:
         """Abandon every job and a pending reset (the board goes down)."""
-        for run in (self._standardRun, self._signedRun, self._installRun, self._logRun):
+        for run in (
+            self._standardRun,
+            self._signedRun,
+            self._installTimer,
+            self._installRun,
+            self._logRun,
+        ):
             if run is not None:
                 run.cancel()
         if self._resetCall is not None and self._resetCall.active():
@@ -207,7 +217,13 @@ class SystemSim:
         """Whether a download, an installation, an upload or a reset is under way."""
         return any(
             run is not None
-            for run in (self._standardRun, self._signedRun, self._installRun, self._logRun)
+            for run in (
+                self._standardRun,
+                self._signedRun,
+                self._installTimer,
+                self._installRun,
+                self._logRun,
+            )
         ) or (self._resetCall is not None and self._resetCall.active())
 
     # -- commands -------------------------------------------------------------
@@ -318,8 +334,9 @@ class SystemSim:
             self._signedRun = None
             old.cancel()
             result = "AcceptedCanceled"
-        elif self._installRun is not None:
-            # the download still starts; its installation will fail
+        elif self._installing:
+            # an installation is under way (a scheduled one is not): the
+            # download still starts; its installation will fail
             result = "Rejected"
         delay = secondsUntil(self.clock, request.get("retrieve_timestamp"))
         if delay > 0:
@@ -365,20 +382,39 @@ class SystemSim:
         self._startInstallation(request, requestId, data)
 
     def _startInstallation(self, request: dict[str, Any], requestId: int, data: bytes) -> None:
-        if self._installRun is not None:
+        delay = secondsUntil(self.clock, request.get("install_timestamp"))
+        if delay <= 0:
+            self._install(requestId, data)
+            return
+        # core has one install timer: a new schedule replaces the waiting one
+        old = self._installTimer
+        if old is not None:
+            self._installTimer = None
+            old.cancel()
+        self._firmwareStatus("InstallScheduled", requestId)
+        run = _Run(requestId)
+        self._installTimer = run
+        run.deferred = self._spawn(self._scheduled(run, data, delay), "scheduled installation")
+
+    async def _scheduled(self, run: _Run, data: bytes, delay: float) -> None:
+        try:
+            await sleep(self.clock, delay)
+        finally:
+            if self._installTimer is run:
+                self._installTimer = None
+        self._install(run.requestId, data)
+
+    def _install(self, requestId: int, data: bytes) -> None:
+        if self._installing:
             self._firmwareStatus("InstallationFailed", requestId)
             return
-        delay = secondsUntil(self.clock, request.get("install_timestamp"))
-        if delay > 0:
-            self._firmwareStatus("InstallScheduled", requestId)
+        self._installing = True
         run = _Run(requestId)
         self._installRun = run
-        run.deferred = self._spawn(self._installRunner(run, data, delay), "firmware installation")
+        run.deferred = self._spawn(self._installRunner(run, data), "firmware installation")
 
-    async def _installRunner(self, run: _Run, data: bytes, delay: float) -> None:
+    async def _installRunner(self, run: _Run, data: bytes) -> None:
         try:
-            if delay > 0:
-                await sleep(self.clock, delay)
             self._firmwareStatus("Installing", run.requestId)
             await sleep(self.clock, self.stepDelay)
             self.installedFirmware = data
