@@ -508,6 +508,15 @@ class AggregatorTests(BoardCase):
         self.assertEqual(len(uploads), 1, calls)
         location = uploads[0]["args"]["upload_logs_request"]["location"]
         self.assertTrue(location.startswith("ftp://mainsys:"), location)
+        # reset: the satellite's System first, then the main board's
+        self.assertIsNone(results["reset"])
+        resets = [e for e in calls if e["cmd"] == "reset"]
+        self.assertEqual([e["args"] for e in resets], [{"type": "Soft", "scheduled": False}])
+        satellite = [
+            e for e in self.reportOf("system") if e.get("event") == "call" and e["cmd"] == "reset"
+        ]
+        self.assertEqual(len(satellite), 1, self.reportOf("system"))
+        self.assertLessEqual(satellite[0]["t"], resets[0]["t"])
         for process in (agent, controller):
             self.assertIsNone(process.process.poll(), process.text())
             self.assertNotIn("Traceback", process.text())

@@ -70,6 +70,15 @@ class Backend:
                 continue
             self.report.add(event="result", cmd=command, result=result)
         self.final.wait(60)
+        # last: the station's reset (the stand-in Systems only record it)
+        try:
+            result = self.module.call_command(
+                self.system, "reset", {"type": "Soft", "scheduled": False}
+            )
+        except Exception as e:
+            self.report.add(event="failed", cmd="reset", error=str(e))
+        else:
+            self.report.add(event="result", cmd="reset", result=result)
         self.report.add(event="done")
 
 

@@ -27,7 +27,7 @@ class System:
 
     def handler(self, command: str, result: object) -> Callable[[object], object]:
         def handle(args: object) -> object:
-            self.report.add(event="call", impl="main", cmd=command, args=args)
+            self.report.add(event="call", impl="main", cmd=command, args=args, t=time.time())
             if command == "set_system_time":
                 threading.Thread(target=self.publish, daemon=True).start()
             return result
