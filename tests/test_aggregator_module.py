@@ -557,8 +557,29 @@ class InstallTogetherTests(AggregatorModuleTests):
         self.assertGreaterEqual(min(downloaded.values()), failedAt)
         self.assertEqual(self.systems["sat5"].installedFirmware, None)
         self.assertEqual(self.systems["sat4"].installedFirmware, IMAGE)
+        # it is not to finish a download later and install on its own
+        self.assertTrue(self.receivers.grantOf("sat5").revoked)
         # upstream's rule: DownloadFailed is final for the station
         self.assertEqual(self.station(), ["Downloading", "DownloadFailed"])
+
+    def test_slowSilentBoardIsWaitedForToTheHoldsDeadline(self) -> None:
+        """Once a board has the image, the hold's deadline bounds the others, not their silence."""
+        self.aggregator._settings = replace(
+            self.aggregator.settings, silence_timeout=100, install_hold_timeout=500
+        )
+        self.receivers.seconds["sat5"] = 300  # reports nothing while it downloads
+        self.signed()
+        self.turn(400)
+        self.assertNotIn("sat5", self.times("DownloadFailed"))
+        self.assertEqual(len(self.times("Installed")), 9)
+        self.assertGreaterEqual(min(self.times("Installing").values()), 300)
+
+    def test_holdEndsBeforeTheGrants(self) -> None:
+        self.signed()
+        run = self.aggregator._firmware
+        assert run is not None and run.hold is not None
+        grants = self.start + self.aggregator.settings.firmware_download_timeout
+        self.assertLessEqual(run.hold.until, grants - 60)
 
     def test_holdDeadline(self) -> None:
         self.aggregator._settings = replace(self.aggregator.settings, install_hold_timeout=60)

@@ -249,7 +249,7 @@ class InstallHoldTests(SynchronousTestCase):
         self.clock = Clock()
         self.released: list[tuple[float, list[str], list[str]]] = []
 
-    def hold(self, timeout: float = 100, until: float = 1000) -> InstallHold:
+    def hold(self, timeout: float = 100, until: float = 1000, attempts: int = 1) -> InstallHold:
         return InstallHold(
             self.clock,
             ["main", "s1", "s2"],
@@ -257,7 +257,30 @@ class InstallHoldTests(SynchronousTestCase):
             timeout,
             until,
             lambda ready, missing: self.released.append((self.clock.seconds(), ready, missing)),
+            attempts=attempts,
         )
+
+    def test_downloadRetriesAreWaitedFor(self) -> None:
+        """A failed attempt before the board's last is not its failure: it tries again."""
+        h = self.hold(attempts=3)
+        h.hasImage("main")
+        h.hasImage("s1")
+        h.boardStatus("s2", "DownloadFailed")
+        h.boardStatus("s2", "DownloadFailed")
+        self.assertEqual(self.released, [])
+        h.boardStatus("s2", "DownloadFailed")
+        self.assertEqual(self.released, [(0, ["main", "s1"], [])])
+        h = self.hold(attempts=3)
+        h.hasImage("main")
+        h.hasImage("s1")
+        h.boardStatus("s2", "DownloadFailed")
+        h.hasImage("s2")  # its second attempt got it
+        self.assertEqual(self.released[-1], (0, ["main", "s1", "s2"], []))
+        h = self.hold(attempts=3)
+        h.hasImage("main")
+        h.hasImage("s1")
+        h.boardStatus("s2", "InvalidSignature")  # no retry helps: at once
+        self.assertEqual(self.released[-1], (0, ["main", "s1"], []))
 
     def test_allHaveTheImage(self) -> None:
         h = self.hold()
@@ -439,12 +462,20 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(settings.install_hold_timeout, 900.0)
         held = AggregatorSettings.fromConfig("agg", {"install_hold_timeout": 60})
         self.assertEqual(held.install_hold_timeout, 60.0)
+        # the hold ends a margin before the download grants: the last bytes fit
+        self.assertEqual(held.installHoldEnd, 3600 - 360)
+        short = AggregatorSettings.fromConfig(
+            "agg", {"install_hold_timeout": 10, "firmware_download_timeout": 100}
+        )
+        self.assertEqual(short.installHoldEnd, 50)
         for bad in (
             {"default_retries": "x"},
             {"command_timeout": True},
             {"silence_timeout": -1},
             {"install_hold_timeout": "soon"},
             {"upload_url_template": ""},
+            {"install_hold_timeout": 3600},
+            {"install_hold_timeout": 100, "firmware_download_timeout": 50},
         ):
             error = self.assertRaises(ValueError, AggregatorSettings.fromConfig, "agg", bad)
             self.assertTrue(str(error).startswith("agg: config "), str(error))

@@ -616,6 +616,25 @@ class HeldFirmware(ReceiverCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(target.read_bytes(), data)
 
+    async def test_rangeToTheEndIsHeld(self) -> None:
+        """A range that ends at (or past) the last byte is the whole rest: held like one."""
+        image = self.receivers.newImage("fw.img")
+        data = os.urandom(300_000)
+        image.append(data)
+        image.finish()
+        grant, held = self.heldGrant(image)
+        target = Path(self.mktemp())
+        download = self.curlRun(
+            "-f", "-N", "-r", f"0-{len(data) + 10}", "-o", str(target), grant.url("127.0.0.1")
+        )
+        await self.until(lambda: held)
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertFalse(download.called)
+        grant.release()
+        _out, err, code = await download
+        self.assertEqual(code, 0, err)
+        self.assertEqual(target.read_bytes(), data)
+
     async def test_revokedWhileHeld(self) -> None:
         image = self.receivers.newImage("fw.img")
         image.append(os.urandom(200_000))

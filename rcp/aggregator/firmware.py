@@ -101,6 +101,8 @@ class FirmwareStatus:
     @param onBoard: called with every status of a board of this update
         (C{request_id} checked), the ones the silence stands for too, even
         after the station's final status: for the L{InstallHold}.
+    @param onTaken: if given, called instead of C{onBoard} for the statuses
+        a board is taken to have (L{takeAs}: silence, the hold's deadline).
     """
 
     log = Logger()
@@ -115,6 +117,7 @@ class FirmwareStatus:
         silenceTimeout: float,
         startsIn: float = 0.0,
         onBoard: BoardStatus | None = None,
+        onTaken: BoardStatus | None = None,
     ) -> None:
         if mainBoard not in boards:
             raise ValueError(f"the main board {mainBoard} is not among {list(boards)}")
@@ -124,6 +127,7 @@ class FirmwareStatus:
         self.requestId = requestId
         self._publish = publish
         self._onBoard = onBoard
+        self._onTaken = onTaken
         self.silenceTimeout = silenceTimeout
         #: the boards that reported each status
         self.reported: dict[str, set[str]] = {}
@@ -189,7 +193,10 @@ class FirmwareStatus:
             why=why,
             status=status,
         )
-        self._seen(board, status)
+        if self._onTaken is not None:
+            self._hand(self._onTaken, board, status)
+        else:
+            self._seen(board, status)
         if not self.finished:
             self._board(board, status)
 
@@ -242,10 +249,12 @@ class FirmwareStatus:
                 self._finish()
 
     def _seen(self, board: str, status: str) -> None:
-        if self._onBoard is None:
-            return
+        if self._onBoard is not None:
+            self._hand(self._onBoard, board, status)
+
+    def _hand(self, to: BoardStatus, board: str, status: str) -> None:
         try:
-            self._onBoard(board, status)
+            to(board, status)
         except Exception:
             self.log.failure(
                 "handing on the firmware status {status} of {board} failed",
@@ -320,6 +329,9 @@ class InstallHold:
         the others, from the first of them.
     @param until: the clock's time by which the hold ends anyway.
     @param release: called once when the hold ends.
+    @param attempts: how often a board's System tries its download: it has
+        failed at its last C{DownloadFailed} (a silence, or any other final
+        status, at once).
     """
 
     log = Logger()
@@ -332,8 +344,13 @@ class InstallHold:
         holdTimeout: float,
         until: float,
         release: Release,
+        attempts: int = 1,
     ) -> None:
         self.clock = clock
+        #: a board's System tries the download this often: a failed attempt
+        #: before the last is not the board's failure
+        self.attempts = max(1, attempts)
+        self._downloadFailures: dict[str, int] = {}
         self.boards = tuple(boards)
         self.requestId = requestId
         self.holdTimeout = holdTimeout
@@ -359,6 +376,11 @@ class InstallHold:
         """A status of C{board} for this update (see L{FirmwareStatus}'s C{onBoard})."""
         if status in HAS_IMAGE:
             self.hasImage(board)
+        elif status == "DownloadFailed":
+            count = self._downloadFailures.get(board, 0) + 1
+            self._downloadFailures[board] = count
+            if count >= self.attempts:
+                self.failed(board)
         elif status in FINAL:
             self.failed(board)
 

@@ -73,7 +73,7 @@ from twisted.python.failure import Failure
 from ..everest.interface import IEverestModule
 from .archive import BoardLogs, Packer, archiveName
 from .fanout import Answer, callOne, fanOut
-from .firmware import UNSIGNED, FirmwareStatus, InstallHold
+from .firmware import FINAL, UNSIGNED, FirmwareStatus, InstallHold
 from .logs import FAILED, NOT_CONNECTED, LogCollection
 from .ports import IDownloadGrant, IImageWriter, IReceivers, ITransfers, IUploadGrant
 from .settings import AggregatorSettings
@@ -323,7 +323,8 @@ class SystemAggregator:
         run = _FirmwareRun(requestId)
         self._firmware = run
         run.image = self.receivers.newImage(f"firmware-{requestId}-{int(self.clock.seconds())}")
-        deadline = self.clock.seconds() + self.settings.firmware_download_timeout
+        started = self.clock.seconds()
+        deadline = started + self.settings.firmware_download_timeout
         addresses = await DeferredList(
             [Deferred.fromCoroutine(self._addresses(b)) for b in self._boards()]
         )
@@ -378,13 +379,15 @@ class SystemAggregator:
             self._abandonFirmware(run, f"the station answered {answer}")
             return answer
         names = [b.name for b in self._boards()]
+        retries, interval = self._attempts(request)
         run.hold = InstallHold(
             self.clock,
             names,
             requestId,
             self.settings.install_hold_timeout,
-            deadline,
+            started + self.settings.installHoldEnd,
             lambda ready, missing: self._release(run, ready, missing),
+            attempts=retries,
         )
         run.status = FirmwareStatus(
             self.clock,
@@ -394,14 +397,23 @@ class SystemAggregator:
             self._publishFirmware,
             self.settings.silence_timeout,
             onBoard=run.hold.boardStatus,
+            # a board taken as failed (silent) has failed, whatever its retries
+            onTaken=lambda board, _status: run.hold.failed(board) if run.hold else None,
         )
         early, run.early = run.early, []
+        if requestId == UNSIGNED:
+            # every unsigned update is -1: a final status that came before the
+            # answers may be the last update's (its revoked downloads' failures)
+            early = [
+                (name, value)
+                for name, value in early
+                if not (isinstance(value, dict) and value.get("firmware_update_status") in FINAL)
+            ]
         for name, value in early:
             run.status.received(name, value)
         held, run.heldEarly = run.heldEarly, []
         for name in held:
             self._held(run, name)
-        retries, interval = self._attempts(request)
         run.fetch = self.transfers.fetch(request["location"], run.image, retries, interval)
         run.fetch.addCallbacks(
             lambda size: self.log.info(
@@ -460,8 +472,14 @@ class SystemAggregator:
             board=board,
             others=", ".join(b for b in run.hold.waitingFor() if b != board) or "no board",
         )
+        first = run.hold.firstReady is None
         run.status.pause(board)
         run.hold.hasImage(board)
+        if first and not run.hold.open:
+            # from now on the hold's deadline bounds the wait for the others,
+            # not their silence (a board downloading slowly reports nothing)
+            for other in run.hold.waitingFor():
+                run.status.pause(other)
 
     def _release(self, run: _FirmwareRun, ready: list[str], missing: list[str]) -> None:
         """The hold ended: the late boards are cut off, the others finish their downloads."""
@@ -479,11 +497,15 @@ class SystemAggregator:
                     "still had no image when the others stopped waiting",
                 )
         for name, grant in run.grantOf.items():
-            if name not in missing:
+            if name in ready:
                 grant.release()
+            elif name not in missing:
+                # failed: it is not to finish its download and install alone
+                grant.revoke()
         if status is not None:
-            for name in ready:
-                status.resume(name)
+            for name in run.grantOf:
+                if name not in missing:
+                    status.resume(name)
         if run.allowWanted:
             run.allowWanted = False
             self.log.info(

@@ -82,4 +82,21 @@ class AggregatorSettings:
                     )
                 value = float(value)
             values[f.name] = value
-        return cls(**values)
+        settings = cls(**values)
+        if settings.install_hold_timeout >= settings.firmware_download_timeout:
+            raise ValueError(
+                f"{moduleId}: config install_hold_timeout ({settings.install_hold_timeout:g} s)"
+                f" must be shorter than firmware_download_timeout"
+                f" ({settings.firmware_download_timeout:g} s)"
+            )
+        return settings
+
+    @property
+    def installHoldEnd(self) -> float:
+        """
+        Seconds from the update's start by which the install hold ends at the
+        latest: a margin before the download grants end, so that the boards
+        released still get their last byte (and a resume) under their grant.
+        """
+        grants = self.firmware_download_timeout
+        return grants - min(max(60.0, grants / 10), grants / 2)

@@ -459,9 +459,11 @@ class _Root(Resource):
             return self._serve(request, image, 0, image.size, grant)
         start = int(match.group(1))
         last = int(match.group(2)) if match.group(2) else None
-        # an open-ended range (curl -C -) is the rest of a download: held
-        # like one; a range with an end (random access) is not
-        held = grant if last is None else None
+        # a range to the image's end (curl -C -, or an end at or past the
+        # last byte) is the rest of a download: held like one; a range that
+        # ends before the last byte (random access) is not
+        reachesEnd = last is None or (image.finished and last + 1 >= image.size)
+        held = grant if reachesEnd or not image.finished else None
         if image.finished:
             return self._range(request, image, start, last, held)
         self._whenFinished(image, lambda: self._finishedRange(request, image, start, last, held))
