@@ -17,12 +17,18 @@ Measured (stdout: one JSON object per line, ``name``, ``value``, ``unit``,
 - ``log_collection_throughput``: MB/s of N boards uploading their log files
   at once through the FTP receiver (``curl -T``, each with its own grant),
   against the same bytes copied at once over raw loopback TCP sockets into
-  files (goal ratio >= 0.8);
+  files (goal ratio >= 0.8); the median of three rounds of each;
 - ``firmware_backend_bytes_ratio``: bytes the backend served for an update of
   N boards, divided by the image size (goal 1.0);
 - ``firmware_update_wall``: seconds from the start of the backend fetch to
   the last board having the whole image, against one direct download of the
-  image from the backend (goal ratio <= 1.5);
+  image from the backend (goal ratio <= 1.5), with the backend behind an
+  uplink of ``--backend-rate`` MB/s (10: the station's WAN is slower than
+  its boards' LAN, here loopback; the goal is that the boards are done when
+  the one fetch is);
+- ``firmware_update_wall_unthrottled``: the same with the backend on
+  loopback at full speed (no goal: serving N boards N times the bytes on
+  the same cores cannot take 1.5 times one download);
 - ``receiver_rss_growth``: resident memory the receiving process gained
   while it received one large file (goal < 10 MB), against the file's size.
 """
