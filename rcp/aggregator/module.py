@@ -136,7 +136,6 @@ class _FirmwareRun:
         #: statuses that arrived before every board answered, replayed then
         self.early: list[tuple[str, Any]] = []
         #: boards held at the image's end before every board answered
-        self.heldEarly: list[str] = []
         #: allow_firmware_installation arrived during the hold
         self.allowWanted = False
 
@@ -411,9 +410,6 @@ class SystemAggregator:
             ]
         for name, value in early:
             run.status.received(name, value)
-        held, run.heldEarly = run.heldEarly, []
-        for name in held:
-            self._held(run, name)
         run.fetch = self.transfers.fetch(request["location"], run.image, retries, interval)
         run.fetch.addCallbacks(
             lambda size: self.log.info(
@@ -459,10 +455,8 @@ class SystemAggregator:
 
     def _held(self, run: _FirmwareRun, board: str) -> None:
         """C{board} received the whole image but its last byte: it waits for the others."""
-        if run.abandoned:
-            return
-        if run.hold is None or run.status is None:
-            run.heldEarly.append(board)
+        # (the hold exists before the fetch starts: no board is held earlier)
+        if run.abandoned or run.hold is None or run.status is None:
             return
         if run.hold.open:
             return

@@ -43,6 +43,11 @@ def inline(function: Callable[[], Any]) -> Deferred[Any]:
     return maybeDeferred(function)
 
 
+def writeFailed(error: object) -> str:
+    """The one text for a write to disk that failed."""
+    return f"writing failed: {getattr(error, 'strerror', None) or error}"
+
+
 def diskPool() -> ThreadPool:
     """The receivers' pool of disk writers (started and stopped by their service)."""
     return ThreadPool(minthreads=0, maxthreads=4, name="rcp-disk")
@@ -205,7 +210,10 @@ class SpliceTooLarge(SpliceEnded):
 
 
 class SpliceNoRoom(SpliceEnded):
-    """The disk would be left with less than its minimum free space, or a write failed."""
+    """
+    The disk would be left with less than its minimum free space (no
+    message), or a write failed (the message says how).
+    """
 
 
 class SpliceIdle(SpliceEnded):
@@ -301,7 +309,7 @@ def spliceInto(
             if moved + count > limit:
                 raise SpliceTooLarge()
             if not room(count):
-                raise SpliceNoRoom("the disk's minimum free space")
+                raise SpliceNoRoom()  # the minimum free space
             try:
                 if data is not None:
                     _toFile(target, [data])
@@ -323,7 +331,7 @@ def _toFile(target: int, chunks: list[bytes]) -> None:
     try:
         writeAll(target, chunks)
     except OSError as e:
-        raise SpliceNoRoom(f"writing failed: {e.strerror or e}") from None
+        raise SpliceNoRoom(writeFailed(e)) from None
 
 
 def _pipeToFile(r: int, target: int, count: int) -> None:
@@ -333,7 +341,7 @@ def _pipeToFile(r: int, target: int, count: int) -> None:
             count -= os.splice(r, target, count, flags=os.SPLICE_F_MOVE)
     except OSError as e:
         if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise SpliceNoRoom(f"writing failed: {e.strerror or e}") from None
+            raise SpliceNoRoom(writeFailed(e)) from None
         chunks = []
         while count:
             chunk = os.read(r, count)

@@ -61,6 +61,11 @@ class TransferAborted(ftp.FTPCmdError):
     errorCode = ftp.CNX_CLOSED_TXFR_ABORTED
 
 
+def _storageError(error: object) -> ftp.FTPCmdError:
+    """The FTP reply for a file the store refused: 452 no room, 552 too large."""
+    return InsufficientStorage() if isinstance(error, NoSpace) else ExceededStorage()
+
+
 @implementer(IConsumer)
 class _Incoming:
     """The data connection's consumer: writes to the store, aborts on errors or idleness."""
@@ -136,7 +141,7 @@ class _Incoming:
         if failure.check(StoreError):
             self.upload = None  # removed by the store
             self.proto.book.refuse("FTP", peer, str(failure.value))
-            self.abort(InsufficientStorage() if failure.check(NoSpace) else ExceededStorage())
+            self.abort(_storageError(failure.value))
         elif failure.check(SpliceIdle):
             self.proto.book.refuse("FTP", peer, "data connection idle too long")
             self.abort(TransferAborted())
@@ -165,10 +170,14 @@ class _Incoming:
             self._stop.set()
             return
         self._failUpload()
-        # its own data connection: the control connection may be gone already
+        transport = self._dataTransport()
+        if transport is not None:
+            transport.loseConnection()
+
+    def _dataTransport(self) -> Any:
+        """Its own data connection's transport (the control connection may be gone already)."""
         dtp = self._dtp if self._dtp is not None else self.proto.dtpInstance
-        if dtp is not None and dtp.transport is not None:
-            dtp.transport.loseConnection()
+        return dtp.transport if dtp is not None else None
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self._dtp = producer  # the data connection (L{ftp.DTP})
@@ -182,16 +191,16 @@ class _Incoming:
         if not self._throttled:
             # the data connection waits while the disk falls behind
             self._throttled = True
-            dtp = self._dtp if self._dtp is not None else self.proto.dtpInstance
-            if dtp is not None and dtp.transport is not None:
-                self.upload.throttles(_Throttle(self, dtp.transport))
+            transport = self._dataTransport()
+            if transport is not None:
+                self.upload.throttles(_Throttle(self, transport))
         self._arm()
         try:
             self.upload.write(data)
         except StoreError as e:
             self.upload = None
             self.proto.book.refuse("FTP", self.proto.peerHost(), str(e))
-            self.abort(InsufficientStorage() if isinstance(e, NoSpace) else ExceededStorage())
+            self.abort(_storageError(e))
 
     def close(self) -> Deferred[None]:
         self._disarm()

@@ -30,6 +30,7 @@ from .disk import (
     SpliceUnsupported,
     inline,
     spliceInto,
+    writeFailed,
 )
 from .grants import Grant
 
@@ -104,12 +105,12 @@ class IncomingFile:
             raise TooLarge(f"more than {self.grant.maxBytes} bytes for {self.grant.describe()}")
         if not self.store.hasRoom(len(data)):
             self.fail()
-            raise NoSpace(f"less than {self.store.minFreeBytes} bytes would be left free")
+            raise NoSpace(self.store.noRoom())
         try:
             writer.write(data)
         except OSError as e:
             self.fail()
-            raise NoSpace(f"writing failed: {e.strerror or e}") from None
+            raise NoSpace(writeFailed(e)) from None
         self.size += len(data)
         self.grant.received += len(data)
 
@@ -168,9 +169,7 @@ class IncomingFile:
                 )
             elif failure.check(SpliceNoRoom):
                 self.fail()
-                why = str(failure.value)
-                if not why.startswith("writing failed"):
-                    why = f"less than {store.minFreeBytes} bytes would be left free"
+                why = str(failure.value) or store.noRoom()
                 return Failure(NoSpace(why))
             return failure
 
@@ -205,8 +204,7 @@ class IncomingFile:
 
         def failed(failure: Failure) -> Failure:
             self._removed()
-            e = failure.value
-            return Failure(NoSpace(f"writing failed: {getattr(e, 'strerror', None) or e}"))
+            return Failure(NoSpace(writeFailed(failure.value)))
 
         return writer.close().addCallbacks(written, failed)
 
@@ -266,6 +264,10 @@ class Store:
         """End every reception in progress (the service stops)."""
         for stop in self.splicing:
             stop.set()
+
+    def noRoom(self) -> str:
+        """The one text for a write refused to keep the minimum free space."""
+        return f"less than {self.minFreeBytes} bytes would be left free"
 
     def hasRoom(self, size: int) -> bool:
         return self._free(str(self.directory)) - size >= self.minFreeBytes
@@ -336,12 +338,12 @@ class Image:
         if writer is None:
             return
         if not self.store.hasRoom(writer.pending + len(data)):
-            self.fail(f"less than {self.store.minFreeBytes} bytes would be left free")
+            self.fail(self.store.noRoom())
             return
         try:
             writer.write(data)
         except OSError as e:
-            self.fail(f"writing failed: {e.strerror or e}")
+            self.fail(writeFailed(e))
 
     def _written(self, size: int) -> None:
         if self.failed is None:
@@ -363,8 +365,7 @@ class Image:
             self._wake()
 
         def failed(failure: Failure) -> None:
-            e = failure.value
-            self._failed(f"writing failed: {getattr(e, 'strerror', None) or e}")
+            self._failed(writeFailed(failure.value))
 
         writer.close().addCallbacks(complete, failed)
 
