@@ -561,6 +561,14 @@ class HeldFirmware(ReceiverCase):
             await deferLater(reactor, 0.05, lambda: None)
         self.fail("timed out")
 
+    def finishedImage(self, size: int) -> tuple[Any, bytes]:
+        """An image fetched completely: C{size} random bytes."""
+        image = self.receivers.newImage("fw.img")
+        data = os.urandom(size)
+        image.append(data)
+        image.finish()
+        return image, data
+
     def heldGrant(self, image: Any) -> tuple[Any, list[float]]:
         grant = self.receivers.grantDownload("sat1", "127.0.0.1", image, 9, reactor.seconds() + 60)
         held: list[float] = []
@@ -600,10 +608,7 @@ class HeldFirmware(ReceiverCase):
         self.assertEqual(target.read_bytes(), data)
 
     async def test_resumeIsHeldToo(self) -> None:
-        image = self.receivers.newImage("fw.img")
-        data = os.urandom(500_000)
-        image.append(data)
-        image.finish()
+        image, data = self.finishedImage(500_000)
         grant, held = self.heldGrant(image)
         target = Path(self.mktemp())
         target.write_bytes(data[:100_000])
@@ -618,10 +623,7 @@ class HeldFirmware(ReceiverCase):
 
     async def test_rangeToTheEndIsHeld(self) -> None:
         """A range that ends at (or past) the last byte is the whole rest: held like one."""
-        image = self.receivers.newImage("fw.img")
-        data = os.urandom(300_000)
-        image.append(data)
-        image.finish()
+        image, data = self.finishedImage(300_000)
         grant, held = self.heldGrant(image)
         target = Path(self.mktemp())
         download = self.curlRun(
@@ -636,9 +638,7 @@ class HeldFirmware(ReceiverCase):
         self.assertEqual(target.read_bytes(), data)
 
     async def test_revokedWhileHeld(self) -> None:
-        image = self.receivers.newImage("fw.img")
-        image.append(os.urandom(200_000))
-        image.finish()
+        image, _ = self.finishedImage(200_000)
         grant, held = self.heldGrant(image)
         download = self.curlRun("-f", "-o", "/dev/null", grant.url("127.0.0.1"))
         await self.until(lambda: held)
